@@ -1,0 +1,69 @@
+"""Runbook of the project: each task is one step a person used to do by hand.
+
+Settings come from flags, else invoke.yaml / INVOKE_* environment variables, else the defaults there.
+The work itself lives in training/, local/ and aws/; the tasks only call it.
+"""
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+
+TARGETS = ("local", "aws")
+
+
+def _target(c, target):
+    chosen = target or c.config.target
+    if chosen not in TARGETS:
+        raise Exit(f"unknown target {chosen!r}: use one of {', '.join(TARGETS)}")
+    return chosen
+
+
+@task(help={"synthetic": "make the small synthetic set in data/synthetic instead (no network)",
+            "upload": "sync the data set to the bucket (AWS target)",
+            "url": "where to download dogImages.zip from (default: data.url in invoke.yaml)"})
+def data(c, synthetic=False, upload=False, url=None):
+    """Get the data set: download and unzip dogImages, make the synthetic set, or upload to S3."""
+    raise Exit("data: not implemented yet")
+
+
+@task(help={"target": "local (default) or sagemaker",
+            "workers": "local distributed processes (torchrun), each on its own shard (default 1)",
+            "instances": "SageMaker instances; more than 1 trains with Torchrun across them (default 1)",
+            "spot": "SageMaker managed spot training with checkpoints"})
+def train(c, target="local", workers=1, instances=1, spot=False):
+    """Train the classifier and build model.tar.gz."""
+    raise Exit("train: not implemented yet")
+
+
+@task(help={"target": "local or aws (default: target in invoke.yaml)"})
+def deploy(c, target=None):
+    """Deploy the model: the local stack, or exactly the reviewed Terraform plan on AWS."""
+    raise Exit("deploy: not implemented yet")
+
+
+@task(help={"url": "image URL the endpoint fetches", "image": "local image file to send",
+            "top_k": "how many breeds to return (default 5)",
+            "target": "local or aws (default: target in invoke.yaml)"})
+def predict(c, url=None, image=None, top_k=5, target=None):
+    """Ask the deployed function which breed an image shows."""
+    raise Exit("predict: not implemented yet")
+
+
+@task(help={"target": "local or aws (default: target in invoke.yaml)"})
+def status(c, target=None):
+    """Show what is running, where, and which model it serves."""
+    raise Exit("status: not implemented yet")
+
+
+@task(help={"target": "local or aws (default: target in invoke.yaml)"})
+def destroy(c, target=None):
+    """Stop and remove everything deploy started."""
+    raise Exit("destroy: not implemented yet")
+
+
+@task
+def lint(c):
+    """Offline checks of the infrastructure code: terraform fmt, checkov, validate and test where possible."""
+    raise Exit("lint: not implemented yet")
+
+
+ns = Collection(data, train, deploy, predict, status, destroy, lint)
