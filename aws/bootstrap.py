@@ -1,0 +1,45 @@
+"""The bucket and roles training needs before any model exists.
+
+The first training job needs the bucket (data, code, output) and the SageMaker role, but the full deployment needs
+a model. So the first AWS task applies only the storage and IAM modules (aws.bootstrap_targets), with a placeholder
+model URI the targeted modules never read, and later tasks read the outputs from the state. Setting
+aws.sagemaker_role_arn (and aws.bucket) skips all of this.
+"""
+
+from invoke.exceptions import Exit
+
+from aws.session import bucket_name, setting
+from aws.terraform import TerraformError
+
+DEFAULT_TARGETS = ("module.storage", "module.iam")
+
+
+def placeholder_model_url(c, identity):
+    return f"s3://{bucket_name(c, identity)}/bootstrap/placeholder/model.tar.gz"
+
+
+def bootstrap_outputs(c, identity, needed=("sagemaker_role_arn", "bucket_name"), enable_ec2_training_host=False):
+    """Terraform outputs with `needed` present, applying the bootstrap targets first when they are missing."""
+    from aws.deployment import plan_dir, terraform_variables, workspace
+
+    ws = workspace(c)
+    try:
+        outputs = ws.outputs()
+        if all(outputs.get(name) for name in needed):
+            return outputs
+        targets = list(setting(c, "bootstrap_targets", DEFAULT_TARGETS))
+        print(f"first use of this account: creating {', '.join(targets)} with Terraform", flush=True)
+        plan_file = plan_dir(c) / "bootstrap.tfplan"
+        plan_file.parent.mkdir(parents=True, exist_ok=True)
+        variables = terraform_variables(c, placeholder_model_url(c, identity), enable_ec2_training_host)
+        ws.plan(plan_file, variables, targets=targets)
+        ws.apply(plan_file)
+        plan_file.unlink(missing_ok=True)
+        outputs = ws.outputs()
+    except TerraformError as error:
+        raise Exit(str(error))
+    missing = [name for name in needed if not outputs.get(name)]
+    if missing:
+        raise Exit(f"Terraform reports no {', '.join(missing)} after the bootstrap apply: "
+                   "set aws.sagemaker_role_arn and aws.bucket in invoke.yaml instead")
+    return outputs

@@ -1,0 +1,278 @@
+"""Training and tuning on SageMaker with the SageMaker Python SDK 3 (ModelTrainer, Torchrun, HyperparameterTuner).
+
+The job runs the same training/train.py as everywhere else. Its source is staged keeping the repository's layout
+(training/ next to inference/, because train.py imports the shared modules from ../inference), the entry point is
+training/train.py, hyperparameters reach it as `--name value` arguments, and the metrics SageMaker records are read
+from its log lines with the regexes below. The job's model.tar.gz (SageMaker tars /opt/ml/model, which train.py
+fills as a complete model directory) is recorded for `invoke plan`.
+"""
+
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import botocore.exceptions
+from invoke.exceptions import Exit
+
+from aws.model_record import record_model
+from aws.session import REPO_ROOT, boto_session, bucket_name, client, require_credentials, setting
+
+ENTRY_SCRIPT = "training/train.py"
+SOURCE_FOLDERS = ("training", "inference")
+DATA_CHANNEL = "training"  # train.py reads SM_CHANNEL_TRAINING
+NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+
+# train.py logs `<split>_<metric>=<value>` per epoch (training/train.py: _format_metrics, SPLIT_METRICS); SageMaker
+# records each as the metric `<split>:<metric>`. tests/test_aws_sagemaker.py checks these against the script's lines.
+LOGGED_SPLITS = ("train", "valid", "test")
+LOGGED_METRICS = ("loss", "accuracy", "top5_accuracy")
+METRIC_DEFINITIONS = [{"Name": f"{split}:{metric}", "Regex": rf"\b{split}_{metric}={NUMBER}"}
+                      for split in LOGGED_SPLITS for metric in LOGGED_METRICS]
+OBJECTIVES = {"valid_loss": ("valid:loss", "Minimize"), "valid_accuracy": ("valid:accuracy", "Maximize")}
+
+
+def data_uri(c, identity):
+    """Where `invoke data --upload` puts the data set and the jobs read it: aws.data_uri, else s3://<bucket>/data/<name>/."""
+    if setting(c, "data_uri"):
+        return setting(c, "data_uri").rstrip("/") + "/"
+    name = Path(c.config.data.dir).name
+    return f"s3://{bucket_name(c, identity)}/{setting(c, 'data_prefix', 'data')}/{name}/"
+
+
+def _split_s3(uri):
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return bucket, key
+
+
+def require_data(c, uri):
+    bucket, prefix = _split_s3(uri)
+    try:
+        listing = client(c, "s3").list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    except botocore.exceptions.ClientError as error:
+        raise Exit(f"cannot read the training data at {uri} ({error.response['Error']['Code']}): "
+                   "run `invoke data --upload` first")
+    if not listing.get("KeyCount"):
+        raise Exit(f"no training data at {uri}: run `invoke data --upload` first")
+
+
+def stage_source(destination):
+    """Copy what the job runs into `destination`, keeping training/ next to inference/; returns the folder."""
+    destination = Path(destination)
+    for folder in SOURCE_FOLDERS:
+        target = destination / folder
+        target.mkdir(parents=True, exist_ok=True)
+        for path in sorted((REPO_ROOT / folder).iterdir()):
+            if path.is_file() and path.suffix in (".py", ".sh", ".txt", ".json"):
+                shutil.copy2(path, target / path.name)
+    if not (destination / ENTRY_SCRIPT).exists():
+        raise Exit(f"{ENTRY_SCRIPT} is missing: nothing to train with")
+    return destination
+
+
+def hyperparameters(c, overrides=None):
+    """aws.hyperparameters from the settings, then the task's flags; names are train.py's own flag spellings."""
+    values = {key: value for key, value in dict(setting(c, "hyperparameters", {}) or {}).items()
+              if value not in (None, "")}
+    values.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    return values
+
+
+def training_image(c, instance_type):
+    if setting(c, "training_image"):
+        return setting(c, "training_image")
+    from sagemaker.core import image_uris
+
+    return image_uris.retrieve("pytorch", region=setting(c, "region"), version=str(setting(c, "pytorch_version", "2.8")),
+                               instance_type=instance_type, image_scope="training")
+
+
+def training_role(c, identity):
+    """aws.sagemaker_role_arn, else the Terraform output (bootstrapping the storage and IAM modules if needed)."""
+    if setting(c, "sagemaker_role_arn"):
+        return setting(c, "sagemaker_role_arn")
+    from aws.bootstrap import bootstrap_outputs
+
+    return bootstrap_outputs(c, identity)["sagemaker_role_arn"]
+
+
+def _run_id():
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def model_trainer(c, identity, source_dir, *, instances=1, spot=False, overrides=None):
+    """A configured ModelTrainer (nothing is started yet)."""
+    from sagemaker.core.helper.session_helper import Session
+    from sagemaker.core.training.configs import (CheckpointConfig, Compute, MetricDefinition, OutputDataConfig,
+                                                 SourceCode, StoppingCondition, Tag)
+    from sagemaker.train.distributed import Torchrun
+    from sagemaker.train.model_trainer import ModelTrainer
+
+    if instances < 1:
+        raise Exit(f"--instances must be at least 1, not {instances}")
+    bucket = bucket_name(c, identity)
+    prefix = setting(c, "name_prefix", "dog-breeds")
+    instance_type = setting(c, "training_instance_type", "ml.m5.xlarge")
+    max_run_s = int(float(setting(c, "max_run_minutes", 120)) * 60)
+    requirements = "training/requirements.txt" if (Path(source_dir) / "training/requirements.txt").exists() else None
+    trainer = ModelTrainer(
+        sagemaker_session=Session(boto_session=boto_session(c), default_bucket=bucket,
+                                  default_bucket_prefix=setting(c, "job_prefix", "sagemaker")),
+        role=training_role(c, identity),
+        base_job_name=prefix,
+        training_image=training_image(c, instance_type),
+        source_code=SourceCode(source_dir=str(source_dir), entry_script=ENTRY_SCRIPT, requirements=requirements),
+        distributed=Torchrun() if instances > 1 else None,
+        compute=Compute(instance_type=instance_type, instance_count=instances,
+                        volume_size_in_gb=int(setting(c, "training_volume_gb", 30)),
+                        enable_managed_spot_training=True if spot else None),
+        stopping_condition=StoppingCondition(
+            max_runtime_in_seconds=max_run_s,
+            max_wait_time_in_seconds=max(max_run_s, int(float(setting(c, "spot_max_wait_minutes", 240)) * 60))
+            if spot else None),
+        checkpoint_config=CheckpointConfig(s3_uri=f"s3://{bucket}/checkpoints/{prefix}-{_run_id()}/")
+        if spot else None,
+        output_data_config=OutputDataConfig(s3_output_path=f"s3://{bucket}/training/"),
+        hyperparameters=hyperparameters(c, overrides),
+        tags=[Tag(key="Project", value=prefix)],
+    )
+    return trainer.with_metric_definitions(
+        [MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in METRIC_DEFINITIONS])
+
+
+def _input_data(uri):
+    from sagemaker.core.training.configs import InputData
+
+    return [InputData(channel_name=DATA_CHANNEL, data_source=uri)]
+
+
+def _final_metrics(job):
+    return {metric["MetricName"]: metric["Value"] for metric in job.get("FinalMetricDataList", [])}
+
+
+def train(c, instances=1, spot=False, overrides=None):
+    """One SageMaker training job (Torchrun across instances when more than one); records its model.tar.gz."""
+    from sagemaker.core.utils.exceptions import FailedStatusError
+
+    identity = require_credentials(c)
+    uri = data_uri(c, identity)
+    require_data(c, uri)
+    with tempfile.TemporaryDirectory(prefix="sagemaker-source-") as staging:
+        trainer = model_trainer(c, identity, stage_source(staging), instances=instances, spot=spot,
+                                overrides=overrides)
+        print(f"SageMaker training: {instances} x {trainer.compute.instance_type}"
+              f"{', managed spot' if spot else ''}, data {uri}", flush=True)
+        try:
+            trainer.train(input_data_config=_input_data(uri), wait=True, logs=True)
+        except FailedStatusError as error:
+            raise Exit(f"training job failed: {error}")
+        except KeyboardInterrupt:
+            job = trainer._latest_training_job
+            if job is not None:
+                _stop_training_job(c, job.training_job_name)
+            raise
+    name = trainer._latest_training_job.training_job_name
+    job = client(c, "sagemaker").describe_training_job(TrainingJobName=name)
+    if job["TrainingJobStatus"] != "Completed":
+        raise Exit(f"training job {name} ended {job['TrainingJobStatus']}: {job.get('FailureReason', '')}")
+    artifact = job["ModelArtifacts"]["S3ModelArtifacts"]
+    print(f"training job {name} completed; metrics: {_final_metrics(job)}")
+    record_model(c, artifact, source=f"SageMaker training job {name}", training_job=name)
+    return job
+
+
+def _stop_training_job(c, name):
+    try:
+        client(c, "sagemaker").stop_training_job(TrainingJobName=name)
+        print(f"\nasked SageMaker to stop training job {name}")
+    except Exception as error:  # the job keeps running (and billing): say how to stop it by hand
+        print(f"\ncould not stop training job {name} ({error}): "
+              f"`aws sagemaker stop-training-job --training-job-name {name}`")
+
+
+def tuning_ranges(c):
+    """Hyperparameter ranges from aws.tuning: learning rate and weight decay on a log scale, batch size, epochs."""
+    from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
+
+    tuning = setting(c, "tuning", {}) or {}
+    lr = tuning.get("learning_rate", [0.0001, 0.1])
+    wd = tuning.get("weight_decay", [0.000001, 0.01])
+    epochs = tuning.get("epochs", [3, 12])
+    batch = tuning.get("batch_size", [32, 64, 128, 256])
+    names = setting(c, "hyperparameter_names", {}) or {}
+    return {
+        names.get("learning_rate", "learning_rate"): ContinuousParameter(float(lr[0]), float(lr[1]),
+                                                                         scaling_type="Logarithmic"),
+        names.get("batch_size", "batch_size"): CategoricalParameter([int(b) for b in batch]),
+        names.get("epochs", "epochs"): IntegerParameter(int(epochs[0]), int(epochs[1])),
+        names.get("weight_decay", "weight_decay"): ContinuousParameter(float(wd[0]), float(wd[1]),
+                                                                       scaling_type="Logarithmic"),
+    }
+
+
+def tune(c, max_jobs=None, parallel=None, objective=None, spot=False):
+    """A hyperparameter tuning job over tuning_ranges; records the best training job's model.tar.gz."""
+    from sagemaker.train.tuner import HyperparameterTuner
+
+    tuning = setting(c, "tuning", {}) or {}
+    objective = objective or tuning.get("objective", "valid_loss")
+    if objective not in OBJECTIVES:
+        raise Exit(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
+    metric, direction = OBJECTIVES[objective]
+    max_jobs = int(max_jobs or tuning.get("max_jobs", 8))
+    parallel = int(parallel or tuning.get("parallel", 2))
+    if max_jobs < 1 or not 1 <= parallel <= max_jobs:
+        raise Exit(f"need 1 <= --parallel <= --max-jobs, got --parallel {parallel} --max-jobs {max_jobs}")
+    identity = require_credentials(c)
+    uri = data_uri(c, identity)
+    require_data(c, uri)
+    with tempfile.TemporaryDirectory(prefix="sagemaker-source-") as staging:
+        trainer = model_trainer(c, identity, stage_source(staging), instances=1, spot=spot)
+        tuner = HyperparameterTuner(
+            model_trainer=trainer, objective_metric_name=metric, objective_type=direction,
+            hyperparameter_ranges=tuning_ranges(c), metric_definitions=METRIC_DEFINITIONS,
+            strategy=tuning.get("strategy", "Bayesian"), max_jobs=max_jobs, max_parallel_jobs=parallel,
+            early_stopping_type="Off", base_tuning_job_name=f"{setting(c, 'name_prefix', 'dog-breeds')}-tune")
+        print(f"SageMaker tuning: {max_jobs} jobs, {parallel} at a time, {direction.lower()} {metric}", flush=True)
+        tuner.tune(inputs=_input_data(uri), wait=False)
+        name = tuner.latest_tuning_job.hyper_parameter_tuning_job_name
+    tuning_job = wait_for_tuning_job(c, name)
+    best = tuning_job.get("BestTrainingJob") or {}
+    if not best.get("TrainingJobName"):
+        raise Exit(f"tuning job {name} ended without a best training job: "
+                   f"{tuning_job.get('FailureReason') or 'no job reported the objective metric'}")
+    try:
+        job = client(c, "sagemaker").describe_training_job(TrainingJobName=best["TrainingJobName"])
+    except botocore.exceptions.ClientError as error:
+        raise Exit(f"best training job {best['TrainingJobName']} of {name}: {error}")
+    final = best.get("FinalHyperParameterTuningJobObjectiveMetric", {})
+    print(f"best training job {best['TrainingJobName']}: {final.get('MetricName')}={final.get('Value')} "
+          f"with {best.get('TunedHyperParameters')}")
+    record_model(c, job["ModelArtifacts"]["S3ModelArtifacts"], source=f"SageMaker tuning job {name}",
+                 tuning_job=name, training_job=best["TrainingJobName"],
+                 hyperparameters=best.get("TunedHyperParameters", {}))
+    return tuning_job
+
+
+def wait_for_tuning_job(c, name, poll_s=None):
+    """Poll the tuning job, printing its job counters and best objective as they change."""
+    sagemaker = client(c, "sagemaker")
+    poll_s = poll_s if poll_s is not None else float(setting(c, "poll_seconds", 15))
+    last = None
+    while True:
+        job = sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+        counters = job.get("TrainingJobStatusCounters", {})
+        best = (job.get("BestTrainingJob") or {}).get("FinalHyperParameterTuningJobObjectiveMetric", {})
+        line = (f"tuning job {name}: {job['HyperParameterTuningJobStatus']}; jobs completed "
+                f"{counters.get('Completed', 0)}, running {counters.get('InProgress', 0)}, failed "
+                f"{counters.get('NonRetryableError', 0) + counters.get('RetryableError', 0)}"
+                + (f"; best {best.get('MetricName')}={best.get('Value')}" if best else ""))
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if job["HyperParameterTuningJobStatus"] in ("Completed", "Stopped"):
+            return job
+        if job["HyperParameterTuningJobStatus"] == "Failed":
+            raise Exit(f"tuning job {name} failed: {job.get('FailureReason', 'no reason given')}")
+        time.sleep(poll_s)

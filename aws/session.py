@@ -1,0 +1,76 @@
+"""Where the AWS tasks get their settings and their one boto3 session.
+
+Settings come from task flags, else invoke.yaml's `aws:` section / INVOKE_AWS_* variables, else the defaults in
+invoke.yaml. Every AWS task calls `require_credentials` first, so a machine with no credentials stops at once
+with one line instead of a stack trace from deep inside botocore.
+"""
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import botocore.exceptions
+from invoke.exceptions import Exit
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+NO_CREDENTIALS_HELP = (
+    "configure AWS credentials first (`aws configure`, `aws sso login`, AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+    "AWS_SECRET_ACCESS_KEY, or aws.profile in invoke.yaml), or use the local target: `invoke deploy --target local`"
+)
+
+
+def setting(c, key, default=None):
+    """c.config.aws.<key>, or `default` when it is missing or empty."""
+    value = c.config.get("aws", {}).get(key)
+    return default if value in (None, "") else value
+
+
+def repo_path(c, key, default):
+    """A path setting of the aws section, relative to the repository root unless absolute."""
+    path = Path(setting(c, key, default))
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+@functools.lru_cache(maxsize=None)
+def _session(profile, region):
+    return boto3.Session(profile_name=profile or None, region_name=region or None)
+
+
+def boto_session(c):
+    """The boto3 session of this project's profile and region (one per profile and region, so clients share it)."""
+    try:
+        return _session(setting(c, "profile", ""), setting(c, "region", ""))
+    except botocore.exceptions.ProfileNotFound as error:
+        raise Exit(f"{error}: {NO_CREDENTIALS_HELP}")
+
+
+@dataclass(frozen=True)
+class Identity:
+    account: str
+    arn: str
+    region: str
+
+
+def require_credentials(c):
+    """Stop with one line unless credentials are configured and AWS accepts them; returns who we are."""
+    session = boto_session(c)
+    if not session.region_name:
+        raise Exit("no AWS region: set aws.region in invoke.yaml or INVOKE_AWS_REGION")
+    if session.get_credentials() is None:
+        raise Exit(f"no AWS credentials found: {NO_CREDENTIALS_HELP}")
+    try:
+        caller = session.client("sts").get_caller_identity()
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+        raise Exit(f"AWS did not accept the credentials ({error}): {NO_CREDENTIALS_HELP}")
+    return Identity(account=caller["Account"], arn=caller["Arn"], region=session.region_name)
+
+
+def bucket_name(c, identity):
+    """aws.bucket, else the bucket Terraform creates: <name_prefix>-<account id>."""
+    return setting(c, "bucket") or f"{setting(c, 'name_prefix', 'dog-breeds')}-{identity.account}"
+
+
+def client(c, service):
+    return boto_session(c).client(service)

@@ -1,0 +1,184 @@
+"""SageMaker training and tuning, asserted on what reaches AWS (moto) rather than on what our code meant to send."""
+
+import io
+import json
+import re
+import tarfile
+
+import boto3
+import pytest
+from invoke.exceptions import Exit
+
+from aws import sagemaker_jobs
+from aws.session import boto_session
+from test_aws_support import (BUCKET, REGION, RequestRecorder, create_bucket, create_role, make_context,  # noqa: F401
+                              moto_account, aws_credentials)
+
+DATA = ["data/dogImages/train/001.Affenpinscher/a.jpg", "data/dogImages/valid/001.Affenpinscher/b.jpg"]
+
+
+@pytest.fixture
+def account(moto_account, tmp_path):
+    role = create_role()
+    create_bucket(objects=DATA)
+    c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=role)
+    return c, RequestRecorder(boto_session(c)), role
+
+
+def channel_files(job, channel):
+    """{relative path: bytes} of what the job's input channel holds in S3."""
+    uri = next(ch["DataSource"]["S3DataSource"]["S3Uri"] for ch in job["InputDataConfig"] if ch["ChannelName"] == channel)
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    s3 = boto3.client("s3", region_name=REGION)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
+    return {key[len(prefix):].lstrip("/"): s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+
+
+def test_a_job_on_four_instances_runs_train_py_under_torchrun_on_spot_with_checkpoints(account, tmp_path):
+    c, requests, role = account
+    sagemaker_jobs.train(c, instances=4, spot=True, overrides={"epochs": 2, "batch_size": 64})
+
+    job = boto3.client("sagemaker", region_name=REGION).describe_training_job(
+        TrainingJobName=requests.of("CreateTrainingJob")[0]["TrainingJobName"])
+    assert job["ResourceConfig"]["InstanceCount"] == 4
+    assert job["ResourceConfig"]["InstanceType"] == c.config.aws.training_instance_type
+    assert job["RoleArn"] == role
+    assert job["HyperParameters"] == {"epochs": "2", "batch_size": "64"}
+    assert job["EnableManagedSpotTraining"] is True
+    assert job["CheckpointConfig"]["S3Uri"].startswith(f"s3://{BUCKET}/checkpoints/")
+    assert job["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"  # where train.py looks on SageMaker
+    stopping = job["StoppingCondition"]
+    assert stopping["MaxWaitTimeInSeconds"] >= stopping["MaxRuntimeInSeconds"]
+    data = next(ch for ch in job["InputDataConfig"] if ch["ChannelName"] == "training")
+    assert data["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{BUCKET}/data/dogImages/"
+
+    drivers = channel_files(job, "sm_drivers")
+    assert json.loads(drivers["distributed.json"]) == {"process_count_per_node": None, "smp": None}
+    assert "torchrun_driver.py" in drivers["sm_train.sh"].decode()
+    assert json.loads(drivers["sourcecode.json"])["entry_script"] == "training/train.py"
+    code = channel_files(job, "code")
+    assert {"training/train.py", "inference/preprocessing.py", "inference/architectures.py"} <= set(code)
+
+    # moto replaces a job's metric definitions with a canned one, so read them from the request sent to AWS.
+    sent = requests.of("CreateTrainingJob")[0]["AlgorithmSpecification"]["MetricDefinitions"]
+    assert sent == sagemaker_jobs.METRIC_DEFINITIONS
+
+    recorded = json.loads((tmp_path / "model_uri.json").read_text())
+    assert recorded["model_data_url"] == job["ModelArtifacts"]["S3ModelArtifacts"]
+    assert recorded["training_job"] == job["TrainingJobName"]
+
+
+def test_a_single_instance_job_runs_the_script_directly_and_on_demand(account):
+    c, requests, _ = account
+    sagemaker_jobs.train(c, instances=1, spot=False)
+
+    job = boto3.client("sagemaker", region_name=REGION).describe_training_job(
+        TrainingJobName=requests.of("CreateTrainingJob")[0]["TrainingJobName"])
+    assert job["ResourceConfig"]["InstanceCount"] == 1
+    assert job["EnableManagedSpotTraining"] is False
+    assert "CheckpointConfig" not in job
+    assert "MaxWaitTimeInSeconds" not in job["StoppingCondition"]
+    drivers = channel_files(job, "sm_drivers")
+    assert json.loads(drivers["distributed.json"]) == {}
+    assert "basic_script_driver.py" in drivers["sm_train.sh"].decode()
+
+
+def test_hyperparameters_come_from_settings_and_flags_win(moto_account, tmp_path):
+    create_bucket(objects=DATA)
+    c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role(),
+                     hyperparameters={"arch": "resnet18", "epochs": 5, "mode": ""})
+    requests = RequestRecorder(boto_session(c))
+    sagemaker_jobs.train(c, overrides={"epochs": 3, "learning_rate": None})
+    assert requests.of("CreateTrainingJob")[0]["HyperParameters"] == {"arch": "resnet18", "epochs": "3"}
+
+
+def test_no_data_in_the_bucket_stops_before_any_job_starts(moto_account, tmp_path):
+    create_bucket()
+    c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role())
+    requests = RequestRecorder(boto_session(c))
+    with pytest.raises(Exit, match=r"no training data at s3://dog-breeds-test-bucket/data/dogImages/: "
+                                   r"run `invoke data --upload` first"):
+        sagemaker_jobs.train(c)
+    assert "CreateTrainingJob" not in requests.names()
+    assert not (tmp_path / "model_uri.json").exists()
+
+
+def test_metric_definitions_read_the_values_train_py_logs():
+    import train
+
+    logged = {split: {"loss": 0.1 + i, "accuracy": 0.2 + i / 10, "top5_accuracy": 0.3 + i / 10}
+              for i, split in enumerate(("train", "valid", "test"))}
+    line = f"epoch 3/10 {train._format_metrics(logged)} lr=0.000100"
+    for definition in sagemaker_jobs.METRIC_DEFINITIONS:
+        split, metric = definition["Name"].split(":")
+        found = re.findall(definition["Regex"], line)
+        assert [float(value) for value in found] == [pytest.approx(logged[split][metric], abs=1e-4)], definition
+    objective_metrics = {metric for metric, _ in sagemaker_jobs.OBJECTIVES.values()}
+    assert objective_metrics <= {d["Name"] for d in sagemaker_jobs.METRIC_DEFINITIONS}
+
+
+def _best_job_of_moto(bucket):
+    # moto's tuning job names "FakeTrainingJobName" as its best job without creating it; create that job the way
+    # the tuning job would have, so the test can check which model gets recorded.
+    boto3.client("sagemaker", region_name=REGION).create_training_job(
+        TrainingJobName="FakeTrainingJobName", RoleArn=create_role("tuned"),
+        AlgorithmSpecification={"TrainingImage": "image", "TrainingInputMode": "File"},
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/training/"},
+        ResourceConfig={"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+        StoppingCondition={"MaxRuntimeInSeconds": 3600})
+    return f"s3://{bucket}/training/FakeTrainingJobName/output/model.tar.gz"
+
+
+def test_tuning_searches_lr_batch_size_epochs_and_weight_decay_for_the_lowest_valid_loss(account, tmp_path):
+    c, requests, role = account
+    best_model = _best_job_of_moto(BUCKET)
+    sagemaker_jobs.tune(c, max_jobs=6, parallel=2, objective="valid_loss")
+
+    name = requests.of("CreateHyperParameterTuningJob")[0]["HyperParameterTuningJobName"]
+    tuning = boto3.client("sagemaker", region_name=REGION).describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name)
+    config = tuning["HyperParameterTuningJobConfig"]
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Minimize", "MetricName": "valid:loss"}
+    assert config["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 6
+    assert config["ResourceLimits"]["MaxParallelTrainingJobs"] == 2
+    ranges = config["ParameterRanges"]
+    continuous = {r["Name"]: r for r in ranges["ContinuousParameterRanges"]}
+    assert continuous["learning_rate"]["ScalingType"] == "Logarithmic"
+    assert float(continuous["learning_rate"]["MinValue"]) == 0.0001
+    assert float(continuous["learning_rate"]["MaxValue"]) == 0.1
+    assert continuous["weight_decay"]["ScalingType"] == "Logarithmic"
+    assert [r["Name"] for r in ranges["IntegerParameterRanges"]] == ["epochs"]
+    assert ranges["CategoricalParameterRanges"] == [{"Name": "batch_size", "Values": ["32", "64", "128", "256"]}]
+
+    definition = tuning["TrainingJobDefinition"]
+    assert definition["AlgorithmSpecification"]["MetricDefinitions"] == sagemaker_jobs.METRIC_DEFINITIONS
+    assert definition["RoleArn"] == role
+    assert definition["StaticHyperParameters"]["sagemaker_program"] == "training/train.py"
+    submitted = definition["StaticHyperParameters"]["sagemaker_submit_directory"]
+    source = boto3.client("s3", region_name=REGION).get_object(
+        Bucket=BUCKET, Key=submitted[len(f"s3://{BUCKET}/"):])["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(source)) as tar:
+        assert {"training/train.py", "inference/preprocessing.py"} <= set(tar.getnames())
+
+    recorded = json.loads((tmp_path / "model_uri.json").read_text())
+    assert recorded["model_data_url"] == best_model
+    assert recorded["tuning_job"] == name
+
+
+def test_tuning_for_accuracy_maximizes_valid_accuracy(account):
+    c, requests, _ = account
+    _best_job_of_moto(BUCKET)
+    sagemaker_jobs.tune(c, max_jobs=2, parallel=1, objective="valid_accuracy")
+    sent = requests.of("CreateHyperParameterTuningJob")[0]["HyperParameterTuningJobConfig"]
+    assert sent["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "valid:accuracy"}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"objective": "test_loss"}, "unknown objective 'test_loss'"),
+    ({"max_jobs": 2, "parallel": 3}, "need 1 <= --parallel <= --max-jobs"),
+])
+def test_impossible_tuning_requests_stop_with_one_line(account, kwargs, message):
+    c, requests, _ = account
+    with pytest.raises(Exit, match=re.escape(message)):
+        sagemaker_jobs.tune(c, **kwargs)
+    assert "CreateHyperParameterTuningJob" not in requests.names()

@@ -1,0 +1,98 @@
+"""Shared set-up of the AWS tests (no tests here): an in-process moto account, a task Context pointing every path
+of the aws settings into tmp_path, and a recorder of the API requests that leave boto3.
+
+moto stands in for AWS and nothing else. Where moto stores less than AWS does (it replaces a training job's
+metric definitions with a canned one), the tests read the request as it left the client for AWS instead.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from invoke import Config, Context
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "terraform"
+REGION = "us-east-1"
+BUCKET = "dog-breeds-test-bucket"
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch):
+    for key in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("SAGEMAKER_VALIDATE_ROLE", "false")  # ModelTrainer would call iam:SimulatePrincipalPolicy
+
+
+@pytest.fixture
+def moto_account(aws_credentials):
+    from moto import mock_aws
+
+    import aws.session
+
+    aws.session._session.cache_clear()
+    with mock_aws():
+        yield
+    aws.session._session.cache_clear()
+
+
+def make_context(tmp_path, **aws_settings):
+    settings = {
+        "region": REGION,
+        "profile": "",
+        "model_record": str(tmp_path / "model_uri.json"),
+        "plan_dir": str(tmp_path / "plan"),
+        "lambda_package": str(tmp_path / "function.zip"),
+        "poll_seconds": 0,
+        **aws_settings,
+    }
+    config = Config(project_location=str(REPO_ROOT), overrides={"aws": settings})
+    config.load_project()
+    return Context(config=config)
+
+
+def stand_in_terraform(tmp_path, name="root_stand_in"):
+    """A copy of a provider-less fixture configuration, so each test has its own state."""
+    target = tmp_path / "terraform"
+    shutil.copytree(FIXTURES / name, target)
+    return target
+
+
+class RequestRecorder:
+    """The parameters of every API call as boto3 sends them to AWS, per operation name."""
+
+    def __init__(self, session):
+        self.calls = []
+        session.events.register("provide-client-params", self._record)
+
+    def _record(self, params, model, **_):
+        self.calls.append((model.name, json.loads(json.dumps(params, default=str))))
+
+    def of(self, operation):
+        return [params for name, params in self.calls if name == operation]
+
+    def names(self):
+        return [name for name, _ in self.calls]
+
+
+def create_role(name="dog-breeds-sagemaker"):
+    import boto3
+
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                      "Principal": {"Service": "sagemaker.amazonaws.com"}}]}
+    return boto3.client("iam", region_name=REGION).create_role(
+        RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+
+
+def create_bucket(name=BUCKET, objects=()):
+    import boto3
+
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=name)
+    for key in objects:
+        s3.put_object(Bucket=name, Key=key, Body=b"x")
+    return s3
