@@ -5,6 +5,7 @@ moto stands in for AWS and nothing else. Where moto stores less than AWS does (i
 metric definitions with a canned one), the tests read the request as it left the client for AWS instead.
 """
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -35,7 +36,7 @@ def moto_account(aws_credentials):
     import aws.session
 
     aws.session._session.cache_clear()
-    with mock_aws():
+    with mock_aws(config={"lambda": {"use_docker": False}}):  # no containers: answers come from a queue
         yield
     aws.session._session.cache_clear()
 
@@ -70,7 +71,7 @@ class RequestRecorder:
         session.events.register("provide-client-params", self._record)
 
     def _record(self, params, model, **_):
-        self.calls.append((model.name, json.loads(json.dumps(params, default=str))))
+        self.calls.append((model.name, copy.deepcopy(params)))
 
     def of(self, operation):
         return [params for name, params in self.calls if name == operation]
