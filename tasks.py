@@ -60,10 +60,21 @@ def destroy(c, target=None):
     raise Exit("destroy: not implemented yet")
 
 
-@task
-def lint(c):
+@task(help={"terraform": "terraform >= 1.7 with the AWS provider for validate and test "
+                         "(default: lint.terraform in invoke.yaml, else PATH)",
+            "checkov_report": "also write checkov's JSON report to this file"})
+def lint(c, terraform=None, checkov_report=None):
     """Offline checks of the infrastructure code: terraform fmt, checkov, validate and test where possible."""
-    raise Exit("lint: not implemented yet")
+    import shlex
+    import sys
+    from pathlib import Path
+
+    command = [sys.executable, str(Path(__file__).resolve().parent / "terraform" / "lint.py")]
+    terraform = terraform or c.config.get("lint", {}).get("terraform")
+    command += ["--terraform", terraform] if terraform else []
+    command += ["--checkov-report", checkov_report] if checkov_report else []
+    if not c.run(shlex.join(command), warn=True, pty=False).ok:
+        raise Exit("lint: a check failed (details above)")
 
 
 ns = Collection(data, train, deploy, predict, status, destroy, lint)

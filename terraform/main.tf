@@ -1,0 +1,132 @@
+provider "aws" {
+  region = var.region
+
+  default_tags {
+    tags = local.tags
+  }
+}
+
+data "aws_caller_identity" "current" {}
+
+locals {
+  tags = merge(var.tags, {
+    Project   = var.name_prefix
+    ManagedBy = "terraform"
+  })
+
+  # One name each, used by every module that refers to the thing.
+  endpoint_name         = var.name_prefix
+  function_name         = var.name_prefix
+  lambda_log_group_name = "/aws/lambda/${var.name_prefix}"
+  ec2_log_group_name    = "/${var.name_prefix}/ec2-training"
+  bucket_name           = coalesce(var.bucket.name, "${var.name_prefix}-${data.aws_caller_identity.current.account_id}")
+  lambda_package_path   = coalesce(var.lambda_package_path, "${path.root}/../build/function.zip")
+
+  s3_uri = { for name, prefix in var.s3_prefixes : name => "s3://${module.storage.bucket_name}/${prefix}" }
+}
+
+module "storage" {
+  source = "./modules/storage"
+
+  create                             = var.bucket.create
+  name                               = local.bucket_name
+  force_destroy                      = var.bucket.force_destroy
+  kms_key_arn                        = var.kms_key_arn
+  prefixes                           = { models = var.s3_prefixes.models, output = var.s3_prefixes.output, checkpoints = var.s3_prefixes.checkpoints }
+  noncurrent_version_expiration_days = var.bucket.noncurrent_version_expiration_days
+  noncurrent_versions_to_keep        = var.bucket.noncurrent_versions_to_keep
+  checkpoint_expiration_days         = var.bucket.checkpoint_expiration_days
+  access_log_bucket                  = var.bucket.access_log_bucket
+}
+
+# Depends on storage only, so that `terraform apply -target=module.storage -target=module.iam` can create the
+# bucket and the roles before the first training job, when there is no model yet.
+module "iam" {
+  source = "./modules/iam"
+
+  name_prefix                 = var.name_prefix
+  bucket_arn                  = module.storage.bucket_arn
+  s3_prefixes                 = var.s3_prefixes
+  endpoint_name               = local.endpoint_name
+  lambda_log_group_name       = local.lambda_log_group_name
+  ec2_log_group_name          = local.ec2_log_group_name
+  kms_key_arn                 = var.kms_key_arn
+  enable_sagemaker_vpc_access = var.endpoint.vpc != null
+}
+
+module "endpoint" {
+  source = "./modules/endpoint"
+
+  name                       = local.endpoint_name
+  model_data_url             = var.model_data_url
+  model_artifact_s3_prefixes = [local.s3_uri.models, local.s3_uri.output]
+  execution_role_arn         = module.iam.sagemaker_role_arn
+
+  instance_type                          = var.endpoint.instance_type
+  initial_instance_count                 = var.endpoint.initial_instance_count
+  running_instance_count                 = var.endpoint_running_instance_count
+  max_instance_count                     = var.autoscaling.enabled ? var.autoscaling.max_capacity : null
+  framework_version                      = var.endpoint.framework_version
+  python_version                         = var.endpoint.python_version
+  image_uri                              = var.endpoint.image_uri
+  environment                            = var.endpoint.environment
+  enable_network_isolation               = var.endpoint.enable_network_isolation
+  container_startup_health_check_timeout = var.endpoint.startup_timeout
+  kms_key_arn                            = var.kms_key_arn
+  vpc_config                             = var.endpoint.vpc
+  blue_green                             = var.endpoint.blue_green
+
+  data_capture = merge(var.endpoint.data_capture, {
+    destination_s3_uri = local.s3_uri.data_capture
+  })
+}
+
+module "autoscaling" {
+  source = "./modules/autoscaling"
+  count  = var.autoscaling.enabled ? 1 : 0
+
+  endpoint_name                   = module.endpoint.endpoint_name
+  variant_name                    = module.endpoint.variant_name
+  min_capacity                    = var.autoscaling.min_capacity
+  max_capacity                    = var.autoscaling.max_capacity
+  target_invocations_per_instance = var.autoscaling.target_invocations_per_instance
+  scale_in_cooldown               = var.autoscaling.scale_in_cooldown
+  scale_out_cooldown              = var.autoscaling.scale_out_cooldown
+}
+
+module "lambda" {
+  source = "./modules/lambda"
+
+  function_name          = local.function_name
+  role_arn               = module.iam.lambda_role_arn
+  role_name              = module.iam.lambda_role_name
+  package_path           = local.lambda_package_path
+  endpoint_name          = module.endpoint.endpoint_name
+  runtime                = var.function.runtime
+  architecture           = var.function.architecture
+  timeout                = var.function.timeout
+  memory_size            = var.function.memory_size
+  reserved_concurrency   = var.function.reserved_concurrency
+  log_level              = var.function.log_level
+  log_group_name         = local.lambda_log_group_name
+  log_retention_days     = var.function.log_retention_days
+  kms_key_arn            = var.kms_key_arn
+  tracing_enabled        = var.function.tracing
+  dead_letter_target_arn = var.function.dead_letter_target_arn
+  create_function_url    = var.function.function_url
+}
+
+module "ec2_training_host" {
+  source = "./modules/ec2_training_host"
+  count  = var.enable_ec2_training_host ? 1 : 0
+
+  name_prefix           = var.name_prefix
+  instance_type         = var.ec2_training_host.instance_type
+  root_volume_size_gb   = var.ec2_training_host.root_volume_size_gb
+  ami_id                = var.ec2_training_host.ami_id
+  subnet_id             = var.ec2_training_host.subnet_id
+  key_name              = var.ec2_training_host.key_name
+  instance_profile_name = module.iam.ec2_instance_profile_name
+  log_group_name        = local.ec2_log_group_name
+  kms_key_arn           = var.kms_key_arn
+}

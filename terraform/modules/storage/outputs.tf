@@ -1,0 +1,14 @@
+output "bucket_name" {
+  description = "Name of the data and model bucket (created here or the existing one)."
+  value       = local.bucket_name
+}
+
+output "bucket_arn" {
+  description = "ARN of the data and model bucket."
+  value       = local.bucket_arn
+}
+
+output "bucket_created" {
+  description = "True when this module created (and manages) the bucket, false when it uses an existing one."
+  value       = var.create
+}
