@@ -81,20 +81,44 @@ def lambda_package(c):
     return repo_path(c, "lambda_package", "build/function.zip")
 
 
-def terraform_variables(c, model_data_url, enable_ec2_training_host=False):
-    """The root module's variables: from the aws settings, plus aws.terraform_variables verbatim (objects too)."""
+def terraform_variables(c, model_data_url, enable_ec2_training_host=False, running_instance_count=None):
+    """The root module's variables from the aws settings; aws.terraform_variables adds to them (objects merge)."""
+    extra = {key: _plain(value) for key, value in dict(setting(c, "terraform_variables", {}) or {}).items()}
     variables = {
         "name_prefix": setting(c, "name_prefix", "dog-breeds"),
         "region": setting(c, "region"),
         "model_data_url": model_data_url,
         "lambda_package_path": str(lambda_package(c)),
         "enable_ec2_training_host": bool(enable_ec2_training_host),
+        "endpoint": {"instance_type": setting(c, "endpoint_instance_type", "ml.m5.large")},
+        "ec2_training_host": {"instance_type": setting(c, "ec2_instance_type", "t2.medium")},
     }
-    if setting(c, "bucket"):
-        variables["bucket"] = setting(c, "bucket")
-    extra = setting(c, "terraform_variables", {}) or {}
-    variables.update({key: _plain(value) for key, value in dict(extra).items()})
+    if setting(c, "bucket"):  # an existing bucket: Terraform uses it and changes nothing on it
+        variables["bucket"] = {"create": False, "name": setting(c, "bucket")}
+    if running_instance_count:
+        variables["endpoint_running_instance_count"] = int(running_instance_count)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(variables.get(key), dict):
+            variables[key] = {**variables[key], **value}
+        else:
+            variables[key] = value
     return variables
+
+
+def running_instance_count(c, ws):
+    """The deployed variant's current instance count (autoscaling may have changed it), or None before the first."""
+    try:
+        name = ws.outputs().get("endpoint_name")
+    except TerraformError:
+        return None
+    if not name:
+        return None
+    try:
+        endpoint = client(c, "sagemaker").describe_endpoint(EndpointName=name)
+    except botocore.exceptions.ClientError:
+        return None
+    counts = [v.get("DesiredInstanceCount") or v.get("CurrentInstanceCount") for v in endpoint.get("ProductionVariants", [])]
+    return max((n for n in counts if n), default=None)
 
 
 def _plain(value):
@@ -139,7 +163,7 @@ def plan(c, model_uri=None):
     files["plan"].parent.mkdir(parents=True, exist_ok=True)
     for path in files.values():
         path.unlink(missing_ok=True)
-    variables = terraform_variables(c, model_data_url)
+    variables = terraform_variables(c, model_data_url, running_instance_count=running_instance_count(c, ws))
     try:
         print("terraform plan ...", flush=True)
         ws.plan(files["plan"], variables)

@@ -13,7 +13,8 @@ from invoke.exceptions import Exit
 
 from aws.session import repo_path
 
-MODEL_URI_PATTERN = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+\.tar\.gz$")
+# What terraform/ accepts as model_data_url (its variable validation): s3://<bucket>/<key>/model.tar.gz.
+MODEL_URI_PATTERN = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/(.+/)?model\.tar\.gz$")
 
 
 def record_path(c):

@@ -8,6 +8,7 @@ fills as a complete model directory) is recorded for `invoke plan`.
 """
 
 import shutil
+import tarfile
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -17,7 +18,8 @@ import botocore.exceptions
 from invoke.exceptions import Exit
 
 from aws.model_record import record_model
-from aws.session import REPO_ROOT, boto_session, bucket_name, client, require_credentials, setting
+from aws.session import (REPO_ROOT, boto_session, bucket_name, client, require_credentials, s3_prefix, s3_uri,
+                         setting)
 
 ENTRY_SCRIPT = "training/train.py"
 SOURCE_FOLDERS = ("training", "inference")
@@ -37,8 +39,7 @@ def data_uri(c, identity):
     """Where `invoke data --upload` puts the data set and the jobs read it: aws.data_uri, else s3://<bucket>/data/<name>/."""
     if setting(c, "data_uri"):
         return setting(c, "data_uri").rstrip("/") + "/"
-    name = Path(c.config.data.dir).name
-    return f"s3://{bucket_name(c, identity)}/{setting(c, 'data_prefix', 'data')}/{name}/"
+    return s3_uri(c, identity, "data", Path(c.config.data.dir).name) + "/"
 
 
 def _split_s3(uri):
@@ -69,6 +70,24 @@ def stage_source(destination):
     if not (destination / ENTRY_SCRIPT).exists():
         raise Exit(f"{ENTRY_SCRIPT} is missing: nothing to train with")
     return destination
+
+
+def source_archive(source_dir, archive):
+    """tar.gz of a staged source folder, its layout at the top level."""
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(Path(source_dir).rglob("*")):
+            if path.is_file():
+                tar.add(path, arcname=path.relative_to(source_dir).as_posix())
+    return archive
+
+
+def upload_source_archive(c, identity, source_dir, run_name, prefix_name="code"):
+    """Upload source_dir as s3://<bucket>/<prefix>/<run_name>/sourcedir.tar.gz; returns that URI."""
+    uri = s3_uri(c, identity, prefix_name, run_name, "sourcedir.tar.gz")
+    bucket, key = _split_s3(uri)
+    archive = source_archive(source_dir, Path(source_dir).parent / "sourcedir.tar.gz")
+    client(c, "s3").upload_file(str(archive), bucket, key)
+    return uri
 
 
 def hyperparameters(c, overrides=None):
@@ -113,16 +132,22 @@ def model_trainer(c, identity, source_dir, *, instances=1, spot=False, overrides
         raise Exit(f"--instances must be at least 1, not {instances}")
     bucket = bucket_name(c, identity)
     prefix = setting(c, "name_prefix", "dog-breeds")
+    if source_dir.startswith("s3://"):
+        requirements = None
+    elif (Path(source_dir) / "training/requirements.txt").exists():
+        requirements = "training/requirements.txt"
+    else:
+        requirements = None
     instance_type = setting(c, "training_instance_type", "ml.m5.xlarge")
     max_run_s = int(float(setting(c, "max_run_minutes", 120)) * 60)
-    requirements = "training/requirements.txt" if (Path(source_dir) / "training/requirements.txt").exists() else None
     trainer = ModelTrainer(
+        # The SDK uploads the source and its drivers under the code/ prefix, which the SageMaker role may read.
         sagemaker_session=Session(boto_session=boto_session(c), default_bucket=bucket,
-                                  default_bucket_prefix=setting(c, "job_prefix", "sagemaker")),
+                                  default_bucket_prefix=s3_prefix(c, "code").rstrip("/")),
         role=training_role(c, identity),
         base_job_name=prefix,
         training_image=training_image(c, instance_type),
-        source_code=SourceCode(source_dir=str(source_dir), entry_script=ENTRY_SCRIPT, requirements=requirements),
+        source_code=SourceCode(source_dir=source_dir, entry_script=ENTRY_SCRIPT, requirements=requirements),
         distributed=Torchrun() if instances > 1 else None,
         compute=Compute(instance_type=instance_type, instance_count=instances,
                         volume_size_in_gb=int(setting(c, "training_volume_gb", 30)),
@@ -131,9 +156,9 @@ def model_trainer(c, identity, source_dir, *, instances=1, spot=False, overrides
             max_runtime_in_seconds=max_run_s,
             max_wait_time_in_seconds=max(max_run_s, int(float(setting(c, "spot_max_wait_minutes", 240)) * 60))
             if spot else None),
-        checkpoint_config=CheckpointConfig(s3_uri=f"s3://{bucket}/checkpoints/{prefix}-{_run_id()}/")
+        checkpoint_config=CheckpointConfig(s3_uri=s3_uri(c, identity, "checkpoints", f"{prefix}-{_run_id()}/"))
         if spot else None,
-        output_data_config=OutputDataConfig(s3_output_path=f"s3://{bucket}/training/"),
+        output_data_config=OutputDataConfig(s3_output_path=s3_uri(c, identity, "output")),
         hyperparameters=hyperparameters(c, overrides),
         tags=[Tag(key="Project", value=prefix)],
     )
@@ -159,7 +184,7 @@ def train(c, instances=1, spot=False, overrides=None):
     uri = data_uri(c, identity)
     require_data(c, uri)
     with tempfile.TemporaryDirectory(prefix="sagemaker-source-") as staging:
-        trainer = model_trainer(c, identity, stage_source(staging), instances=instances, spot=spot,
+        trainer = model_trainer(c, identity, str(stage_source(staging)), instances=instances, spot=spot,
                                 overrides=overrides)
         print(f"SageMaker training: {instances} x {trainer.compute.instance_type}"
               f"{', managed spot' if spot else ''}, data {uri}", flush=True)
@@ -228,7 +253,11 @@ def tune(c, max_jobs=None, parallel=None, objective=None, spot=False):
     uri = data_uri(c, identity)
     require_data(c, uri)
     with tempfile.TemporaryDirectory(prefix="sagemaker-source-") as staging:
-        trainer = model_trainer(c, identity, stage_source(staging), instances=1, spot=spot)
+        # Tuning jobs start the script the classic way (sagemaker_submit_directory); upload that archive under the
+        # code/ prefix ourselves, since the SDK would put it outside the prefixes the SageMaker role may read.
+        source = upload_source_archive(c, identity, stage_source(Path(staging) / "source"),
+                                       f"{setting(c, 'name_prefix', 'dog-breeds')}-tune-{_run_id()}")
+        trainer = model_trainer(c, identity, source, instances=1, spot=spot)
         tuner = HyperparameterTuner(
             model_trainer=trainer, objective_metric_name=metric, objective_type=direction,
             hyperparameter_ranges=tuning_ranges(c), metric_definitions=METRIC_DEFINITIONS,

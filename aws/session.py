@@ -72,5 +72,21 @@ def bucket_name(c, identity):
     return setting(c, "bucket") or f"{setting(c, 'name_prefix', 'dog-breeds')}-{identity.account}"
 
 
+# Key prefixes of the project bucket; the Terraform roles grant access by them (terraform variable s3_prefixes, which
+# aws.terraform_variables.s3_prefixes overrides for both).
+DEFAULT_S3_PREFIXES = {"data": "data/", "models": "models/", "checkpoints": "checkpoints/", "output": "output/",
+                       "code": "code/"}
+
+
+def s3_prefix(c, name):
+    overrides = (setting(c, "terraform_variables", {}) or {}).get("s3_prefixes", {}) or {}
+    return overrides.get(name) or DEFAULT_S3_PREFIXES[name]
+
+
+def s3_uri(c, identity, name, *parts):
+    """s3://<bucket>/<prefix of `name`>/<parts...>"""
+    return f"s3://{bucket_name(c, identity)}/{s3_prefix(c, name)}" + "/".join(parts)
+
+
 def client(c, service):
     return boto_session(c).client(service)

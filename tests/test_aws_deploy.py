@@ -17,7 +17,7 @@ from aws.terraform import Workspace
 from test_aws_support import (BUCKET, REGION, RequestRecorder, create_role, make_context,  # noqa: F401
                               moto_account, aws_credentials, stand_in_terraform)
 
-MODEL = f"s3://{BUCKET}/training/dog-breeds-1/output/model.tar.gz"
+MODEL = f"s3://{BUCKET}/output/dog-breeds-1/output/model.tar.gz"
 ACCOUNT = "123456789012"  # moto's
 
 
@@ -219,3 +219,20 @@ def test_a_plan_that_changes_nothing_says_so():
     assert "Needs attention" not in review
     assert "Plan: 0 to add, 0 to change, 0 to replace, 0 to destroy." in review
     assert "Nothing to change" in review
+
+
+def test_a_new_plan_starts_the_new_fleet_at_the_size_autoscaling_chose(project):
+    c, _ = project
+    deployment.plan(c)
+    deployed_resources()
+    function_answers(200, PREDICTIONS)
+    deployment.deploy(c)
+    boto3.client("sagemaker", region_name=REGION).update_endpoint_weights_and_capacities(
+        EndpointName="dog-breeds-endpoint",
+        DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 2}])
+
+    deployment.plan(c, model_uri=f"s3://{BUCKET}/output/dog-breeds-2/output/model.tar.gz")
+    planned = json.loads(deployment.plan_files(c)["json"].read_text())["variables"]
+    assert planned["endpoint_running_instance_count"]["value"] == 2
+    assert planned["endpoint"]["value"] == {"instance_type": c.config.aws.endpoint_instance_type}
+    assert planned["bucket"]["value"] == {"create": False, "name": BUCKET}

@@ -49,8 +49,12 @@ def test_a_job_on_four_instances_runs_train_py_under_torchrun_on_spot_with_check
     assert job["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"  # where train.py looks on SageMaker
     stopping = job["StoppingCondition"]
     assert stopping["MaxWaitTimeInSeconds"] >= stopping["MaxRuntimeInSeconds"]
-    data = next(ch for ch in job["InputDataConfig"] if ch["ChannelName"] == "training")
-    assert data["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{BUCKET}/data/dogImages/"
+    # Each S3 location under the prefix the Terraform roles grant: data/ read, code/ read, output/ and checkpoints/.
+    channels = {ch["ChannelName"]: ch["DataSource"]["S3DataSource"]["S3Uri"] for ch in job["InputDataConfig"]}
+    assert channels["training"] == f"s3://{BUCKET}/data/dogImages/"
+    assert channels["code"].startswith(f"s3://{BUCKET}/code/")
+    assert channels["sm_drivers"].startswith(f"s3://{BUCKET}/code/")
+    assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/output/"
 
     drivers = channel_files(job, "sm_drivers")
     assert json.loads(drivers["distributed.json"]) == {"process_count_per_node": None, "smp": None}
@@ -123,10 +127,10 @@ def _best_job_of_moto(bucket):
     boto3.client("sagemaker", region_name=REGION).create_training_job(
         TrainingJobName="FakeTrainingJobName", RoleArn=create_role("tuned"),
         AlgorithmSpecification={"TrainingImage": "image", "TrainingInputMode": "File"},
-        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/training/"},
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/output/"},
         ResourceConfig={"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
         StoppingCondition={"MaxRuntimeInSeconds": 3600})
-    return f"s3://{bucket}/training/FakeTrainingJobName/output/model.tar.gz"
+    return f"s3://{bucket}/output/FakeTrainingJobName/output/model.tar.gz"
 
 
 def test_tuning_searches_lr_batch_size_epochs_and_weight_decay_for_the_lowest_valid_loss(account, tmp_path):
@@ -155,6 +159,9 @@ def test_tuning_searches_lr_batch_size_epochs_and_weight_decay_for_the_lowest_va
     assert definition["RoleArn"] == role
     assert definition["StaticHyperParameters"]["sagemaker_program"] == "training/train.py"
     submitted = definition["StaticHyperParameters"]["sagemaker_submit_directory"]
+    assert submitted.startswith(f"s3://{BUCKET}/code/")            # readable by the SageMaker role
+    assert all(ch["DataSource"]["S3DataSource"]["S3Uri"].startswith((f"s3://{BUCKET}/code/", f"s3://{BUCKET}/data/"))
+               for ch in definition["InputDataConfig"])
     source = boto3.client("s3", region_name=REGION).get_object(
         Bucket=BUCKET, Key=submitted[len(f"s3://{BUCKET}/"):])["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(source)) as tar:

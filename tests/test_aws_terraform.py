@@ -66,3 +66,28 @@ def test_first_error_line_unwraps_terraform_1x_boxes():
     stderr = "╷\n│ Error: Saved plan is stale\n│ \n│ The given plan file can no longer be applied.\n╵\n"
     assert first_error_line(stderr) == "Error: Saved plan is stale"
     assert first_error_line("") == "no output"
+
+
+def test_the_stand_in_and_our_code_match_the_real_root_modules_interface(tmp_path):
+    import hcl2
+
+    from aws import deployment
+    from test_aws_support import FIXTURES, REPO_ROOT, make_context
+
+    def names(directory, block):
+        found = set()
+        for path in directory.glob("*.tf"):
+            with path.open() as handle:
+                found |= {name for entry in hcl2.load(handle).get(block, []) for name in entry}
+        return found
+
+    real = REPO_ROOT / "terraform"
+    stand_in = FIXTURES / "root_stand_in"
+    c = make_context(tmp_path, bucket="b", terraform_variables={"tags": {"Team": "a"}})
+    passed = set(deployment.terraform_variables(c, "s3://b/output/j/output/model.tar.gz", True, 2))
+    assert passed <= names(real, "variable")
+    assert passed <= names(stand_in, "variable")
+    read_by_our_code = {"endpoint_name", "function_name", "sagemaker_role_arn", "bucket_name", "training_host_id",
+                        "ec2_log_group_name", "ec2_instance_profile_name"}
+    assert read_by_our_code <= names(real, "output")
+    assert read_by_our_code <= names(stand_in, "output")
