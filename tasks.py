@@ -37,7 +37,11 @@ def train(c, target="local", workers=1, instances=1, spot=False):
 @task(help={"target": "local or aws (default: target in invoke.yaml)"})
 def deploy(c, target=None):
     """Deploy the model: the local stack, or exactly the reviewed Terraform plan on AWS."""
-    raise Exit("deploy: not implemented yet")
+    if _target(c, target) == "aws":
+        from aws import deployment
+        return deployment.deploy(c)
+    from local import commands
+    return commands.deploy(c)
 
 
 @task(help={"url": "image URL the endpoint fetches", "image": "local image file to send",
@@ -45,19 +49,28 @@ def deploy(c, target=None):
             "target": "local or aws (default: target in invoke.yaml)"})
 def predict(c, url=None, image=None, top_k=5, target=None):
     """Ask the deployed function which breed an image shows."""
-    raise Exit("predict: not implemented yet")
+    from local import commands
+    return commands.predict(c, _target(c, target), url=url, image=image, top_k=top_k)
 
 
 @task(help={"target": "local or aws (default: target in invoke.yaml)"})
 def status(c, target=None):
     """Show what is running, where, and which model it serves."""
-    raise Exit("status: not implemented yet")
+    if _target(c, target) == "aws":
+        from aws import deployment
+        return deployment.status(c)
+    from local import commands
+    return commands.status(c)
 
 
 @task(help={"target": "local or aws (default: target in invoke.yaml)"})
 def destroy(c, target=None):
     """Stop and remove everything deploy started."""
-    raise Exit("destroy: not implemented yet")
+    if _target(c, target) == "aws":
+        from aws import deployment
+        return deployment.destroy(c)
+    from local import commands
+    return commands.destroy(c)
 
 
 @task(help={"terraform": "terraform >= 1.7 with the AWS provider for validate and test "

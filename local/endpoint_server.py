@@ -29,7 +29,7 @@ from pathlib import Path
 
 from flask import Flask, Response, request
 
-from local.gunicorn_app import run_gunicorn
+from local.gunicorn_app import exit_master_now, exit_worker_now, run_gunicorn
 
 logger = logging.getLogger("local.endpoint")
 
@@ -57,7 +57,8 @@ def load_handler_module(model_dir, program=None):
     """Import code/<SAGEMAKER_PROGRAM> from the model directory, the way the container does."""
     program = program or os.environ.get("SAGEMAKER_PROGRAM", DEFAULT_PROGRAM)
     code_dir = Path(model_dir) / "code"
-    sys.path.insert(0, str(code_dir))
+    if str(code_dir) not in sys.path:
+        sys.path.insert(0, str(code_dir))
     module = importlib.import_module(Path(program).stem)
     missing = [name for name in HANDLER_FUNCTIONS if not callable(getattr(module, name, None))]
     if missing:
@@ -198,6 +199,11 @@ def main(args):
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")               # leave the unpacked model untouched
     model_dir = unpack_model_archive(args.archive, args.model_dir)
     logger.info("unpacked %s into %s", args.archive, model_dir)
+    # Import the handler (torch, torchvision: seconds) once in the master; forked workers inherit the modules
+    # and only run model_fn. Nothing has computed yet, so no thread pool exists to break across the fork.
+    started = time.perf_counter()
+    load_handler_module(model_dir)
+    logger.info("imported the handler in %.2f s", time.perf_counter() - started)
 
     def factory():
         return create_app(model_dir, args.endpoint_name, args.variant, torch_threads=args.torch_threads,
@@ -213,6 +219,8 @@ def main(args):
         "errorlog": "-",
         "access_log_format": '%(h)s "%(r)s" %(s)s %(B)s %(M)sms',
         "proc_name": f"endpoint-{args.endpoint_name}",
+        "worker_exit": exit_worker_now,
+        "on_exit": exit_master_now,
     })
 
 

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 LAMBDA_DIR = Path(__file__).resolve().parent.parent / "lambda"
+DEFAULT_FUNCTION_ZIP = LAMBDA_DIR.parent / "build" / "function.zip"   # what Terraform uploads, too
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)   # the earliest date a zip entry can hold
 
 
