@@ -178,11 +178,11 @@ def _final_metrics(job):
 
 def train(c, instances=1, spot=False, overrides=None):
     """One SageMaker training job (Torchrun across instances when more than one); records its model.tar.gz."""
-    from sagemaker.core.utils.exceptions import FailedStatusError
-
     identity = require_credentials(c)
     uri = data_uri(c, identity)
     require_data(c, uri)
+    from sagemaker.core.utils.exceptions import FailedStatusError  # a 4 s import: only once there is work to do
+
     with tempfile.TemporaryDirectory(prefix="sagemaker-source-") as staging:
         trainer = model_trainer(c, identity, str(stage_source(staging)), instances=instances, spot=spot,
                                 overrides=overrides)
@@ -238,8 +238,6 @@ def tuning_ranges(c):
 
 def tune(c, max_jobs=None, parallel=None, objective=None, spot=False):
     """A hyperparameter tuning job over tuning_ranges; records the best training job's model.tar.gz."""
-    from sagemaker.train.tuner import HyperparameterTuner
-
     tuning = setting(c, "tuning", {}) or {}
     objective = objective or tuning.get("objective", "valid_loss")
     if objective not in OBJECTIVES:
@@ -252,6 +250,8 @@ def tune(c, max_jobs=None, parallel=None, objective=None, spot=False):
     identity = require_credentials(c)
     uri = data_uri(c, identity)
     require_data(c, uri)
+    from sagemaker.train.tuner import HyperparameterTuner
+
     with tempfile.TemporaryDirectory(prefix="sagemaker-source-") as staging:
         # Tuning jobs start the script the classic way (sagemaker_submit_directory); upload that archive under the
         # code/ prefix ourselves, since the SDK would put it outside the prefixes the SageMaker role may read.

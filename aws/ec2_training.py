@@ -1,0 +1,217 @@
+"""Training on an EC2 host through Systems Manager, with the same train.py and the data downloaded on the host.
+
+The host comes from Terraform (enable_ec2_training_host, applied to aws.ec2_targets only, so the endpoint is left as
+it is). It has no inbound access: every step is an `ssm send-command` (AWS-RunShellScript), run in order, each
+waited for, its output streamed from CloudWatch Logs when the host can write there and fetched from SSM otherwise.
+A step that fails stops the run with the host's own error line. The model archive goes to the bucket's models/
+prefix (which the host's role may write, next to the source it was trained from) and is recorded for `invoke plan`.
+The host is destroyed at the end, failed or not, unless --keep.
+"""
+
+import shlex
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import botocore.exceptions
+from invoke.exceptions import Exit
+
+from aws.model_record import latest_model, record_model
+from aws.session import client, require_credentials, s3_uri, setting
+from aws.terraform import TerraformError
+
+DEFAULT_TARGETS = ("module.storage", "module.iam", "module.ec2_training_host")
+# The Deep Learning AMI keeps its PyTorch in /opt/pytorch; elsewhere the system python3.
+DEFAULT_PYTHON = "$(test -x /opt/pytorch/bin/python3 && echo /opt/pytorch/bin/python3 || echo python3)"
+TERMINAL = {"Success", "Failed", "Cancelled", "TimedOut", "Cancelling"}
+
+
+def _run_id():
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def _host_variables(c, identity, enabled):
+    from aws.bootstrap import placeholder_model_url
+    from aws.deployment import terraform_variables
+
+    # The targeted modules never read the model; keep the recorded one so the variable stays meaningful.
+    model = (latest_model(c) or {}).get("model_data_url") or placeholder_model_url(c, identity)
+    return terraform_variables(c, model, enable_ec2_training_host=enabled)
+
+
+def set_training_host(c, identity, ws, enabled):
+    """Apply aws.ec2_targets with the training host on or off; returns the outputs afterwards."""
+    from aws.deployment import plan_dir
+
+    targets = list(setting(c, "ec2_targets", DEFAULT_TARGETS))
+    plan_file = plan_dir(c) / f"ec2-host-{'on' if enabled else 'off'}.tfplan"
+    plan_file.parent.mkdir(parents=True, exist_ok=True)
+    print(f"terraform: training host {'on' if enabled else 'off'} ({', '.join(targets) or 'whole configuration'})",
+          flush=True)
+    try:
+        ws.plan(plan_file, _host_variables(c, identity, enabled), targets=targets)
+        ws.apply(plan_file)
+        return ws.outputs()
+    except TerraformError as error:
+        raise Exit(str(error))
+    finally:
+        plan_file.unlink(missing_ok=True)
+
+
+def wait_for_ssm(c, instance_id, timeout_s=None, poll_s=None):
+    """Until Systems Manager reports the host Online (its agent registered); Exit on timeout."""
+    ssm = client(c, "ssm")
+    timeout_s = timeout_s or float(setting(c, "ec2_ssm_wait_minutes", 15)) * 60
+    poll_s = poll_s if poll_s is not None else float(setting(c, "poll_seconds", 15))
+    started, last = time.monotonic(), None
+    while True:
+        found = ssm.describe_instance_information(
+            Filters=[{"Key": "InstanceIds", "Values": [instance_id]}]).get("InstanceInformationList", [])
+        status = found[0].get("PingStatus") if found else "not registered yet"
+        if status != last:
+            print(f"host {instance_id} in Systems Manager: {status} ({time.monotonic() - started:.0f} s)", flush=True)
+            last = status
+        if status == "Online":
+            return found[0]
+        if time.monotonic() - started > timeout_s:
+            raise Exit(f"host {instance_id} did not come online in Systems Manager within {timeout_s / 60:.0f} min: "
+                       "check its instance profile (AmazonSSMManagedInstanceCore) and its route to SSM")
+        time.sleep(poll_s)
+
+
+class RemoteLog:
+    """Prints a command's stdout/stderr from CloudWatch Logs as it arrives (when the host can write there)."""
+
+    def __init__(self, c, group, command_id, instance_id):
+        self.logs = client(c, "logs") if group else None
+        self.group = group
+        self.streams = {kind: f"{command_id}/{instance_id}/aws-runShellScript/{kind}" for kind in ("stdout", "stderr")}
+        self.tokens = {}
+        self.printed = False
+
+    def poll(self):
+        if not self.logs:
+            return
+        for kind, stream in self.streams.items():
+            try:
+                kwargs = {"logGroupName": self.group, "logStreamName": stream, "startFromHead": True}
+                if kind in self.tokens:
+                    kwargs["nextToken"] = self.tokens[kind]
+                page = self.logs.get_log_events(**kwargs)
+            except botocore.exceptions.ClientError:
+                continue  # the stream appears with the first line
+            self.tokens[kind] = page["nextForwardToken"]
+            for event in page.get("events", []):
+                print(f"  {event['message'].rstrip()}", flush=True)
+                self.printed = True
+
+
+def run_remote(c, instance_id, title, script, log_group=None, timeout_s=None, poll_s=None):
+    """One step on the host; prints its output; Exit with the host's error when it does not succeed."""
+    ssm = client(c, "ssm")
+    poll_s = poll_s if poll_s is not None else float(setting(c, "poll_seconds", 15))
+    timeout_s = int(timeout_s or float(setting(c, "ec2_step_timeout_minutes", 240)) * 60)
+    request = {"InstanceIds": [instance_id], "DocumentName": "AWS-RunShellScript", "Comment": title[:100],
+               "TimeoutSeconds": 600,  # to start, not to finish: executionTimeout below bounds the run
+               "Parameters": {"commands": [script], "executionTimeout": [str(timeout_s)]}}
+    if log_group:
+        request["CloudWatchOutputConfig"] = {"CloudWatchOutputEnabled": True, "CloudWatchLogGroupName": log_group}
+    print(f"[{title}]", flush=True)
+    command_id = ssm.send_command(**request)["Command"]["CommandId"]
+    remote_log = RemoteLog(c, log_group, command_id, instance_id)
+    while True:
+        try:
+            invocation = ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
+        except botocore.exceptions.ClientError as error:
+            if error.response["Error"]["Code"] != "InvocationDoesNotExist":  # right after sending, briefly
+                raise Exit(f"{title}: {error}")
+            invocation = {"Status": "Pending"}
+        remote_log.poll()
+        if invocation["Status"] in TERMINAL:
+            break
+        time.sleep(poll_s)
+    remote_log.poll()
+    stdout, stderr = invocation.get("StandardOutputContent", ""), invocation.get("StandardErrorContent", "")
+    if not remote_log.printed:
+        for line in (stdout + stderr).splitlines():
+            print(f"  {line}")
+    if invocation["Status"] != "Success":
+        last = next((line for line in reversed(stderr.splitlines() or stdout.splitlines()) if line.strip()),
+                    invocation.get("StatusDetails", ""))
+        raise Exit(f"{title} failed on {instance_id} ({invocation['Status']}, exit "
+                   f"{invocation.get('ResponseCode')}): {last.strip()}")
+    return invocation
+
+
+def train_arguments(c, overrides=None):
+    """train.py flags for the host: aws.ec2_hyperparameters, then the task's flags (`--name value`)."""
+    values = {key: value for key, value in dict(setting(c, "ec2_hyperparameters", {}) or {}).items()
+              if value not in (None, "")}
+    values.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    return " ".join(f"--{key} {shlex.quote(str(value))}" for key, value in values.items())
+
+
+def steps(c, source_uri, model_uri, overrides=None):
+    """[(title, shell script)] run on the host, in order."""
+    workdir = setting(c, "ec2_workdir", "/opt/dog-breeds")
+    data_dir = setting(c, "ec2_data_dir", "/opt/dog-breeds-data/dogImages")
+    python = setting(c, "ec2_python", DEFAULT_PYTHON)
+    prologue = f"set -euo pipefail; export HOME=${{HOME:-/root}}; PY={python}; cd {shlex.quote(workdir)}"
+    metrics_uri = model_uri.rsplit("/", 1)[0] + "/metrics.json"
+    return [
+        ("fetch the code", f"set -euo pipefail; rm -rf {shlex.quote(workdir)}; mkdir -p {shlex.quote(workdir)}; "
+                           f"cd {shlex.quote(workdir)}; aws s3 cp --only-show-errors {source_uri} source.tar.gz; "
+                           "tar -xzf source.tar.gz; "
+                           f"PY={python}; $PY -c 'import torch, torchvision; print(\"torch\", torch.__version__)'; "
+                           "if [ -f training/requirements.txt ]; then "
+                           "$PY -m pip install --quiet -r training/requirements.txt; fi"),
+        ("download the data", f"{prologue}; bash training/ec2-data-download.sh {shlex.quote(data_dir)}"),
+        ("train", f"{prologue}; $PY training/train.py --data {shlex.quote(data_dir)} --model-dir build/model "
+                  "--output-dir build/output --checkpoint-dir build/checkpoints --archive build/model.tar.gz "
+                  f"{train_arguments(c, overrides)}".rstrip()),
+        ("upload the model", f"{prologue}; aws s3 cp --only-show-errors build/model.tar.gz {model_uri}; "
+                             f"aws s3 cp --only-show-errors build/output/metrics.json {metrics_uri}"),
+    ]
+
+
+def ec2_train(c, keep=False, overrides=None):
+    """Provision the host, train there, upload and record model.tar.gz, destroy the host unless `keep`."""
+    from aws.deployment import workspace
+    from aws.sagemaker_jobs import _split_s3, source_archive, stage_source
+
+    identity = require_credentials(c)
+    ws = workspace(c)
+    run = f"ec2-{_run_id()}"
+    model_uri = s3_uri(c, identity, "models", run, "model.tar.gz")
+    source_uri = s3_uri(c, identity, "models", run, "source.tar.gz")
+    instance_id = None
+    try:
+        outputs = set_training_host(c, identity, ws, enabled=True)
+        instance_id = outputs.get("training_host_id")
+        if not instance_id:
+            raise Exit("Terraform reports no training_host_id after enabling the training host")
+        with tempfile.TemporaryDirectory(prefix="ec2-source-") as staging:
+            archive = source_archive(stage_source(Path(staging) / "source"), Path(staging) / "source.tar.gz")
+            client(c, "s3").upload_file(str(archive), *_split_s3(source_uri))
+        wait_for_ssm(c, instance_id)
+        log_group = outputs.get("ec2_log_group_name")
+        for title, script in steps(c, source_uri, model_uri, overrides):
+            run_remote(c, instance_id, title, script, log_group=log_group)
+        record_model(c, model_uri, source=f"EC2 training host {instance_id}", run=run)
+    finally:
+        if keep:
+            print(f"--keep: host {instance_id} keeps running (`aws ssm start-session --target {instance_id}`); "
+                  "the next `invoke ec2-train` without --keep, or `invoke destroy --target aws`, removes it")
+        else:
+            _tear_down(c, identity, ws, instance_id)
+    return model_uri
+
+
+def _tear_down(c, identity, ws, instance_id):
+    try:
+        set_training_host(c, identity, ws, enabled=False)
+        print(f"host {instance_id or '(none)'} destroyed")
+    except Exit as error:  # do not hide why the run stopped; say what is left running
+        print(f"could not destroy the training host {instance_id}: {error.message}; "
+              "run `invoke ec2-train` again or `invoke destroy --target aws`")
