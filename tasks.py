@@ -91,3 +91,35 @@ def lint(c, terraform=None, checkov_report=None):
 
 
 ns = Collection(data, train, deploy, predict, status, destroy, lint)
+
+# ------------------------------------------------------------------------------------------ AWS-only tasks
+
+@task(help={"max_jobs": "training jobs in all (default: aws.tuning.max_jobs, 8)",
+            "parallel": "training jobs at a time (default: aws.tuning.parallel, 2)",
+            "objective": "valid_loss (minimized, default) or valid_accuracy (maximized)",
+            "spot": "run the tuning's training jobs on managed spot"})
+def tune(c, max_jobs=None, parallel=None, objective=None, spot=False):
+    """SageMaker hyperparameter tuning (lr, batch size, epochs, weight decay); records the best job's model."""
+    from aws import sagemaker_jobs
+    sagemaker_jobs.tune(c, max_jobs=max_jobs, parallel=parallel, objective=objective, spot=spot)
+
+
+@task(help={"keep": "leave the host running afterwards (default: destroy it)",
+            "epochs": "train.py --epochs on the host (default: aws.ec2_hyperparameters, else train.py's)",
+            "batch_size": "train.py --batch-size on the host",
+            "arch": "train.py --arch on the host"})
+def ec2_train(c, keep=False, epochs=None, batch_size=None, arch=None):
+    """Train on an EC2 host via Systems Manager: provision, download data, train, upload model.tar.gz, tear down."""
+    from aws import ec2_training
+    ec2_training.ec2_train(c, keep=keep, overrides={"epochs": epochs, "batch_size": batch_size, "arch": arch})
+
+
+@task(help={"model_uri": "s3://.../model.tar.gz to deploy (default: the latest model train/tune/ec2-train recorded)"})
+def plan(c, model_uri=None):
+    """Terraform plan of the AWS deployment, saved with a review summary for `invoke deploy --target aws`."""
+    from aws import deployment
+    deployment.plan(c, model_uri=model_uri)
+
+
+for _aws_task in (tune, ec2_train, plan):
+    ns.add_task(_aws_task)

@@ -34,7 +34,9 @@ def test_upload_syncs_the_data_set_to_the_data_prefix_and_resends_only_changes(m
     (root / "train/001.Affenpinscher/a.jpg").write_bytes(b"changed")
     (root / "train/001.Affenpinscher/e.jpg").write_bytes(b"new")
     requests = RequestRecorder(boto_session(c))
-    data_sync.upload(c)
+    import tasks
+
+    tasks.data(c, upload=True)
     assert sorted(put["Key"] for put in requests.of("PutObject")) == [
         "data/dogImages/train/001.Affenpinscher/a.jpg", "data/dogImages/train/001.Affenpinscher/e.jpg"]
 

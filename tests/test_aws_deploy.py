@@ -153,24 +153,29 @@ def test_a_failing_smoke_test_fails_the_deploy_with_the_functions_answer(project
         deployment.deploy(c)
 
 
-def test_status_shows_the_endpoint_and_the_model_it_serves_and_destroy_removes_the_state(project, capsys):
+def test_the_tasks_plan_deploy_predict_status_and_destroy_on_the_aws_target(project, capsys):
+    import tasks
+
     c, terraform_dir = project
-    deployment.plan(c)
+    tasks.plan(c)
     deployed_resources()
     function_answers(200, PREDICTIONS)
-    deployment.deploy(c)
-    assert deployment.function_name(c) == "dog-breeds-predict"
+    tasks.deploy(c, target="aws")
 
-    facts = deployment.status(c)
+    function_answers(200, PREDICTIONS)
+    assert tasks.predict(c, url="https://example.com/dog.jpg", top_k=1, target="aws") == PREDICTIONS
+
+    facts = tasks.status(c, target="aws")
     assert facts["endpoint_status"] == "InService"
     assert facts["model_data_url"] == MODEL
     assert facts["instances"] == "AllTraffic: 1"
+    assert "InService" in capsys.readouterr().out
 
-    deployment.destroy(c)
+    tasks.destroy(c, target="aws")
     assert Workspace(terraform_dir).outputs() == {}
     assert not deployment.plan_files(c)["plan"].exists()
     with pytest.raises(Exit, match="nothing deployed on AWS"):
-        deployment.status(c)
+        tasks.status(c, target="aws")
 
 
 def test_an_s3_state_bucket_needs_a_backend_block(project):

@@ -121,5 +121,7 @@ def test_a_failing_step_stops_with_the_hosts_error_and_still_removes_the_host(ho
 
 
 def test_keep_leaves_the_host_running(host):
-    ec2_training.ec2_train(host.c, keep=True)
+    import tasks
+
+    tasks.ec2_train(host.c, keep=True, epochs="1")
     assert Workspace(host.terraform_dir).outputs()["training_host_id"] == host.instance_id

@@ -73,8 +73,10 @@ def test_a_job_on_four_instances_runs_train_py_under_torchrun_on_spot_with_check
 
 
 def test_a_single_instance_job_runs_the_script_directly_and_on_demand(account):
+    import tasks
+
     c, requests, _ = account
-    sagemaker_jobs.train(c, instances=1, spot=False)
+    tasks.train(c, target="sagemaker")
 
     job = boto3.client("sagemaker", region_name=REGION).describe_training_job(
         TrainingJobName=requests.of("CreateTrainingJob")[0]["TrainingJobName"])
@@ -174,8 +176,10 @@ def test_tuning_searches_lr_batch_size_epochs_and_weight_decay_for_the_lowest_va
 
 def test_tuning_for_accuracy_maximizes_valid_accuracy(account):
     c, requests, _ = account
+    import tasks
+
     _best_job_of_moto(BUCKET)
-    sagemaker_jobs.tune(c, max_jobs=2, parallel=1, objective="valid_accuracy")
+    tasks.tune(c, max_jobs="2", parallel="1", objective="valid_accuracy")   # strings, as invoke passes them
     sent = requests.of("CreateHyperParameterTuningJob")[0]["HyperParameterTuningJobConfig"]
     assert sent["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "valid:accuracy"}
 
