@@ -167,7 +167,7 @@ def _read_body(response, limits, deadline):
     while True:
         if time.monotonic() > deadline:
             raise FetchTimeoutError(f"image download took longer than {limits.total_timeout_s:g} s")
-        chunk = response.read(_CHUNK)
+        chunk = response.read1(_CHUNK)   # what has arrived: read(n) would wait for all n bytes
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
