@@ -19,15 +19,18 @@ def _progress(message):
 
 
 def _ensure_model_function(c):
-    """training's "train the quick synthetic model if there is none", when training provides it."""
-    sys.path[:0] = [p for p in (str(stack.REPO_ROOT / "training"), str(stack.REPO_ROOT / "inference"))
-                    if p not in sys.path]
-    try:
-        module = importlib.import_module("local_run")
-    except ImportError:
-        return None
-    ensure = getattr(module, "ensure_local_model", None)
-    return (lambda: ensure(c)) if ensure else None
+    """training's "train the quick synthetic model if there is none" (training/local_run.py), called by the stack
+    only when there is no model: importing it imports torch, which takes seconds."""
+    def ensure_model():
+        sys.path[:0] = [p for p in (str(stack.REPO_ROOT / "training"), str(stack.REPO_ROOT / "inference"))
+                        if p not in sys.path]
+        local_run = importlib.import_module("local_run")
+        try:
+            local_run.ensure_model(c.config, progress=True)
+        except local_run.LocalTrainingError as error:
+            raise stack.StackError(f"training the model failed: {error}") from None
+
+    return ensure_model
 
 
 def deploy(c):
