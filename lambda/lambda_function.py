@@ -81,6 +81,8 @@ def _proxy_payload(event):
     body = event.get("body")
     if body is None or body == "":
         raise BadEvent(f"the request body is empty: {EXPECTED_EVENT}")
+    if not isinstance(body, str):
+        raise BadEvent(f"the request body must be a string (JSON text, or base64 of it): {EXPECTED_EVENT}")
     if event.get("isBase64Encoded"):
         try:
             body = base64.b64decode(body, validate=True).decode("utf-8")
@@ -90,7 +92,8 @@ def _proxy_payload(event):
         payload = json.loads(body)
     except (TypeError, json.JSONDecodeError):
         raise BadEvent(f"the request body is not JSON: {EXPECTED_EVENT}") from None
-    query = event.get("queryStringParameters") or {}
+    query = event.get("queryStringParameters")
+    query = query if isinstance(query, dict) else {}    # API Gateway sends an object or null
     if isinstance(payload, dict) and "top_k" not in payload and "top_k" in query:
         payload = {**payload, "top_k": query["top_k"]}
     return payload
