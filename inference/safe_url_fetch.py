@@ -22,7 +22,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from inference_errors import FetchTimeoutError, PayloadTooLargeError, UrlRefusedError
 
@@ -156,6 +156,9 @@ def _split_url(url):
         raise UrlRefusedError("urls with credentials are not fetched")
     port = port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    # A request line is ASCII: non-ASCII characters (an IRI such as .../chien-ĉ.jpg) are sent percent-encoded as
+    # UTF-8, as browsers do, instead of failing with UnicodeEncodeError (a 500) in http.client.
+    target = "".join(character if character.isascii() else quote(character) for character in target)
     return parts.scheme, parts.hostname, port, target
 
 
