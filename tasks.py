@@ -17,21 +17,59 @@ def _target(c, target):
     return chosen
 
 
-@task(help={"synthetic": "make the small synthetic set in data/synthetic instead (no network)",
+def _training_module(name):
+    """A module of training/ (flat modules that import their siblings and inference/ by name)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent
+    for folder in (root / "training", root / "inference"):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    return importlib.import_module(name)
+
+
+@task(help={"synthetic": "make the small synthetic set in data.synthetic_dir (data/synthetic) instead (no network)",
             "upload": "sync the data set to the bucket (AWS target)",
             "url": "where to download dogImages.zip from (default: data.url in invoke.yaml)"})
 def data(c, synthetic=False, upload=False, url=None):
     """Get the data set: download and unzip dogImages, make the synthetic set, or upload to S3."""
-    raise Exit("data: not implemented yet")
+    if upload:
+        from aws import data_sync
+        return data_sync.upload(c)
+    import sys
+    if synthetic:
+        made = _training_module("synthetic").make_synthetic_dataset(c.config.data.synthetic_dir,
+                                                                    progress=sys.stderr.isatty())
+        return print(f"synthetic data set ready in {made}")
+    download = _training_module("download")
+    try:
+        data_dir, fetched = download.fetch_dataset(url or c.config.data.url, c.config.data.dir,
+                                                   progress=sys.stderr.isatty())
+    except download.DownloadError as error:
+        raise Exit(str(error))
+    print(f"{data_dir}: {'downloaded and unpacked' if fetched else 'already there, nothing to do'}")
 
 
 @task(help={"target": "local (default) or sagemaker",
             "workers": "local distributed processes (torchrun), each on its own shard (default 1)",
             "instances": "SageMaker instances; more than 1 trains with Torchrun across them (default 1)",
-            "spot": "SageMaker managed spot training with checkpoints"})
-def train(c, target="local", workers=1, instances=1, spot=False):
+            "spot": "SageMaker managed spot training with checkpoints",
+            "fresh": "local: ignore the checkpoint in train.checkpoint_dir and start over"})
+def train(c, target="local", workers=1, instances=1, spot=False, fresh=False):
     """Train the classifier and build model.tar.gz."""
-    raise Exit("train: not implemented yet")
+    if target in ("sagemaker", "aws"):
+        from aws import sagemaker_jobs
+        return sagemaker_jobs.train(c, instances=int(instances), spot=spot)
+    if target != "local":
+        raise Exit(f"unknown training target {target!r}: use local or sagemaker")
+    local_run = _training_module("local_run")
+    try:
+        model_dir = local_run.train_locally(c.config, workers=int(workers), fresh=fresh)
+    except local_run.LocalTrainingError as error:
+        raise Exit(None if error.exit_code == 2 else str(error), code=error.exit_code)
+    print(f"model directory {model_dir}, archive {c.config.train.archive}")
 
 
 @task(help={"target": "local or aws (default: target in invoke.yaml)"})

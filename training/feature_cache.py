@@ -60,9 +60,7 @@ def extract_features(backbone, samples, indices, *, image_size, batch_size, num_
         kept.append(batch_indices)
     if not features:
         return torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
-    # Subset indices are positions in `indices`; map them back to sample indices of the split.
-    positions = torch.cat(kept)
-    return torch.cat(features), torch.cat(labels), torch.as_tensor(indices)[positions]
+    return torch.cat(features), torch.cat(labels), torch.cat(kept)
 
 
 def cached_features(cache_dir, key, split, rank, world_size, compute):

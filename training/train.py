@@ -237,6 +237,7 @@ class FinetuneTrainer:
         self.eval_sets = {name: ImageSamples(split.samples, preprocessing.eval_transform(args.image_size))
                           for name, split in run.data.splits.items()}
         self.module = run.model
+        self.trained = run.model      # what checkpoints hold
         self.network = (DistributedDataParallel(run.model, device_ids=[run.device.index] if run.amp else None)
                         if run.env.enabled else run.model)
         self.parameters = [p for p in run.model.parameters() if p.requires_grad]
@@ -258,11 +259,14 @@ class FinetuneTrainer:
         for batch_number, batch in enumerate(batches, start=start_batch):
             if run.should_stop():
                 on_interrupt(batch_number, sums)
-            if run.env.enabled and run.env.sum([0.0 if batch is not None else 1.0], run.device)[0] > 0:
-                log.warning("epoch %d batch %d: a rank had no readable image; the step is skipped", epoch, batch_number)
-                bar.update()
-                continue
-            if batch is None:
+            # Batch norm cannot train on a single image (a last batch of 1, or a batch of unreadable images);
+            # every rank skips the step together so no rank waits for the others' gradients.
+            unusable = 1.0 if batch is None or len(batch[1]) < 2 else 0.0
+            if run.env.enabled:
+                unusable = run.env.sum([unusable], run.device)[0]
+            if unusable:
+                log.warning("epoch %d batch %d skipped: fewer than 2 readable images on a process",
+                            epoch, batch_number)
                 bar.update()
                 continue
             images, labels, indices = batch
@@ -326,16 +330,24 @@ class HeadTrainer:
                 return extract_features(
                     model.backbone, split.samples, indices, image_size=args.image_size,
                     batch_size=max(run.per_rank_batch, 32), num_workers=args.num_workers, device=run.device,
-                    autocast=run.autocast, channels_last=run.channels_last, should_stop=run.should_stop,
+                    autocast=run.autocast, channels_last=run.channels_last,
+                    # shards may differ by a batch, so no collective here: torchrun signals every rank anyway
+                    should_stop=lambda: run.stop.requested,
                     progress_label=f"{split_name} features" if run.show_progress else None)
 
             features, labels, _, _ = cached_features(cache_dir, key, split_name, env.rank, env.world_size, compute)
             self.features[split_name] = (features.to(run.device), labels.to(run.device))
+        if run.should_stop():
+            raise TrainingInterrupted()
         self.extraction_seconds = time.perf_counter() - started
         log.info("features of %s ready in %.1f s (feature size %d)",
                  ", ".join(f"{name}: {len(v[1])}" for name, v in self.features.items()), self.extraction_seconds,
                  self.features["train"][0].shape[1] if len(self.features["train"][0]) else 0)
         self.module = model.head
+        # The backbone is rebuilt identically from arch, weights and seed, so checkpoints hold only the head
+        # (kilobytes instead of the backbone's 45-100 MB every epoch) plus the backbone's digest as a guard.
+        self.trained = model.head
+        self.backbone_digest = digest
         self.network = (DistributedDataParallel(model.head, device_ids=[run.device.index] if run.amp else None)
                         if env.enabled else model.head)
         self.parameters = list(model.head.parameters())
@@ -475,9 +487,6 @@ def _train(args, env, device_type):
                              f"pass --no-resume to start over (or use another --checkpoint-dir)")
     elif env.is_main:
         remove_checkpoints(args.checkpoint_dir)
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-
     run = Run(args, env, device, data, model)
     run.stop.install()
     try:
@@ -495,6 +504,10 @@ def _fit(run, checkpoint, fingerprint, started):
     state = {"epoch": 0, "history": [], "best_epoch": 0, "best_valid_loss": math.inf, "best_model": None,
              "stale_epochs": 0, "in_progress": None, "finished": False, "samples_per_rank": []}
     if checkpoint is not None:
+        if checkpoint.get("backbone_digest") != getattr(trainer, "backbone_digest", None):
+            raise UsageError(f"the checkpoint in {args.checkpoint_dir} was trained on another backbone: "
+                             f"pass --no-resume to start over")
+        trainer.trained.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         for key in state:
@@ -511,7 +524,8 @@ def _fit(run, checkpoint, fingerprint, started):
 
     def checkpoint_state(in_progress):
         rngs = env.gather(rng_state())
-        return {"fingerprint": fingerprint, "model": unwrap_model(model).state_dict(),
+        return {"fingerprint": fingerprint, "model": trainer.trained.state_dict(),
+                "backbone_digest": getattr(trainer, "backbone_digest", None),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs,
                 "args": vars(args), **{**state, "in_progress": in_progress}}
 
@@ -544,7 +558,7 @@ def _fit(run, checkpoint, fingerprint, started):
         valid_loss = epoch_metrics["valid"]["loss"]
         if valid_loss < state["best_valid_loss"]:
             state.update(best_valid_loss=valid_loss, best_epoch=epoch, stale_epochs=0,
-                         best_model=copy.deepcopy(unwrap_model(model).state_dict()))
+                         best_model=copy.deepcopy(trainer.trained.state_dict()))
         else:
             state["stale_epochs"] += 1
         if args.patience and state["stale_epochs"] >= args.patience:
@@ -560,8 +574,8 @@ def _fit(run, checkpoint, fingerprint, started):
             log.warning("SIGTERM: checkpoint of epoch %d saved; run again to resume", epoch)
             raise TrainingInterrupted()
 
-    model_state = state["best_model"] or unwrap_model(model).state_dict()
-    unwrap_model(model).load_state_dict(model_state)
+    if state["best_model"] is not None:
+        trainer.trained.load_state_dict(state["best_model"])
     best = next(row for row in state["history"] if row["epoch"] == state["best_epoch"])
     final = {"best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
              **{k: v for k, v in best.items() if k.split("_")[0] in ("train", "valid", "test")}}

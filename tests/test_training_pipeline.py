@@ -1,0 +1,279 @@
+"""training/train.py end to end on tiny generated data: what a user (or SageMaker, or the serving code) relies on."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from architectures import build_model
+from model_archive import build_model_archive
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TRAIN_SCRIPT = REPO_ROOT / "training" / "train.py"
+METRIC_LINE = re.compile(r"valid_loss=(\d+\.\d+) valid_accuracy=(\d+\.\d+)")
+
+
+def tiny_args(data, work, *extra):
+    """Flags of a small run: resnet18 from scratch at 32 px, one thread, no loader workers."""
+    return ["--data", str(data), "--model-dir", str(work / "model"), "--output-dir", str(work / "output"),
+            "--checkpoint-dir", str(work / "checkpoints"), "--arch", "resnet18", "--weights", "none",
+            "--image-size", "32", "--batch-size", "4", "--num-workers", "0", "--threads", "1", *extra]
+
+
+def run_script(args, **popen):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(TRAIN_SCRIPT), *args], capture_output=True, text=True, env=env,
+                          timeout=300, **popen)
+
+
+def history(work):
+    return json.loads((work / "output" / "metrics.json").read_text())["history"]
+
+
+def assert_same_history(left, right):
+    assert [row["epoch"] for row in left] == [row["epoch"] for row in right]
+    for a, b in zip(left, right):
+        for key in a:
+            if key.startswith(("train_", "valid_", "test_")):
+                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["epoch"], key)
+
+
+# --- the model directory --------------------------------------------------------------------------------------
+
+def test_model_directory_holds_weights_cleaned_class_names_config_and_code(trained_model_dir):
+    config = json.loads((trained_model_dir / "model_config.json").read_text())
+    assert config["class_names"] == ["Red circle", "Green square", "Blue triangle"]
+    assert {k: config[k] for k in ("arch", "num_classes", "image_size", "weights", "mode")} == {
+        "arch": "resnet18", "num_classes": 3, "image_size": 32, "weights": "none", "mode": "finetune"}
+    assert re.fullmatch(r"[0-9a-f]{12}", config["model_version"])
+    assert config["metrics"]["best_epoch"] == 1 and 0 <= config["metrics"]["test_accuracy"] <= 1
+    code = {p.name for p in (trained_model_dir / "code").iterdir()}
+    assert {"preprocessing.py", "architectures.py", "requirements.txt"} <= code
+
+    model = build_model(config["arch"], config["num_classes"], weights="none")
+    model.load_state_dict(torch.load(trained_model_dir / "model.pth", weights_only=True))  # strict: bare model
+    assert model.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_model_archive_has_the_directory_at_top_level_and_is_reproducible(trained_model_dir, tmp_path):
+    import tarfile
+
+    archive = trained_model_dir.parent / "model.tar.gz"
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert {"model.pth", "model_config.json", "code/inference.py", "code/requirements.txt"} <= names
+    again = build_model_archive(trained_model_dir, tmp_path / "again.tar.gz")
+    assert again.read_bytes() == archive.read_bytes()
+
+
+def test_metrics_file_has_loss_top1_top5_for_every_split_and_epoch_and_a_curve(trained_model_dir):
+    output = trained_model_dir.parent / "output"
+    report = json.loads((output / "metrics.json").read_text())
+    row = report["history"][0]
+    for split in ("train", "valid", "test"):
+        for name in ("loss", "accuracy", "top5_accuracy"):
+            assert f"{split}_{name}" in row
+    assert report["final"]["best_epoch"] == 1
+    assert (output / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- head mode --------------------------------------------------------------------------------------------------
+
+def test_head_mode_freezes_the_backbone_and_reuses_cached_features(tiny_image_folder, tmp_path, capsys):
+    args = tiny_args(tiny_image_folder, tmp_path, "--mode", "head", "--epochs", "2", "--batch-size", "8")
+    first = train.main(train.parse_args(args))
+    assert "features loaded from cache" not in capsys.readouterr().out
+
+    torch.manual_seed(0)   # train.py seeds with --seed (0) before building the model
+    untouched = build_model("resnet18", 3).backbone.state_dict()
+    trained = torch.load(tmp_path / "model" / "model.pth", weights_only=True)
+    assert all(torch.equal(trained[f"backbone.{k}"], v) for k, v in untouched.items())
+
+    second = train.main(train.parse_args(args + ["--no-resume"]))
+    out = capsys.readouterr().out
+    assert out.count("features loaded from cache") == 3      # train, valid and test
+    assert_same_history(second["history"], first["history"])
+
+
+# --- interruption, resume, checkpoints -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_image_folder, tmp_path_factory):
+    """A 3-epoch fine-tuning run, the reference the interrupted runs must reproduce."""
+    work = tmp_path_factory.mktemp("uninterrupted")
+    train.main(train.parse_args(tiny_args(tiny_image_folder, work, "--mode", "finetune", "--epochs", "3")))
+    return work
+
+
+def test_sigterm_saves_a_checkpoint_and_the_resumed_run_ends_like_an_uninterrupted_one(
+        tiny_image_folder, tmp_path, uninterrupted):
+    args = tiny_args(tiny_image_folder, tmp_path, "--mode", "finetune", "--epochs", "3")
+    process = subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "epoch=1 " in line:
+            process.send_signal(signal.SIGTERM)
+            break
+    lines += process.stdout.readlines()
+    assert process.wait(timeout=120) == train.INTERRUPTED_EXIT_CODE, "".join(lines)
+    assert any("SIGTERM" in line and "saved" in line for line in lines), "".join(lines)
+    assert "Traceback" not in "".join(lines)
+    assert (tmp_path / "checkpoints" / "checkpoint.pt").exists()
+    assert not (tmp_path / "model" / "model.pth").exists()
+
+    resumed = run_script(args)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming from the checkpoint" in resumed.stdout
+    assert_same_history(history(tmp_path), history(uninterrupted))
+    # SageMaker metric definitions and tuning objectives read these lines with a regex
+    assert METRIC_LINE.search(resumed.stdout)
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted, tiny_image_folder, tmp_path,
+                                                                     capsys):
+    shutil.copytree(uninterrupted / "checkpoints", tmp_path / "checkpoints")
+    latest = tmp_path / "checkpoints" / "checkpoint.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])      # a write cut short by a spot interruption
+
+    report = train.main(train.parse_args(tiny_args(tiny_image_folder, tmp_path, "--mode", "finetune",
+                                                   "--epochs", "3")))
+    out = capsys.readouterr().out
+    assert "falling back to the previous one" in out
+    assert "at the end of epoch 2" in out
+    assert_same_history(report["history"], history(uninterrupted))
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed_silently(uninterrupted, tiny_image_folder, tmp_path):
+    shutil.copytree(uninterrupted / "checkpoints", tmp_path / "checkpoints")
+    args = train.parse_args(tiny_args(tiny_image_folder, tmp_path, "--mode", "finetune", "--epochs", "3",
+                                      "--lr", "0.01"))
+    with pytest.raises(train.UsageError, match="other lr: pass --no-resume"):
+        train.main(args)
+
+
+# --- distributed ----------------------------------------------------------------------------------------------
+
+def test_two_torchrun_processes_each_train_on_half_and_match_one_process(tiny_image_folder, tmp_path, uninterrupted):
+    args = tiny_args(tiny_image_folder, tmp_path, "--mode", "finetune", "--epochs", "3")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(TRAIN_SCRIPT),
+         *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "output" / "metrics.json").read_text())
+    assert report["world_size"] == 2
+    assert report["train_samples_per_rank"] == [12, 12]          # 24 training images, half each
+    assert "2 process(es)" in result.stdout
+    single = json.loads((uninterrupted / "output" / "metrics.json").read_text())["final"]
+    both = report["final"]
+    # Same global batch and schedule; only batch-norm statistics (per rank) and sampling order differ.
+    assert abs(both["valid_accuracy"] - single["valid_accuracy"]) <= 0.25
+    assert abs(both["valid_loss"] - single["valid_loss"]) <= 0.5
+
+
+# --- bad input --------------------------------------------------------------------------------------------------
+
+def _copy(folder, tmp_path):
+    return Path(shutil.copytree(folder, tmp_path / "data"))
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("missing", "does not exist: run `invoke data`"),
+    ("no_valid", "has no valid/ split"),
+    ("one_class", "a classifier needs at least 2"),
+    ("empty_class", "class folder(s) without images: 002.Green_square"),
+    ("unknown_valid_class", "class folder(s) not in train/: 009.Zebra"),
+])
+def test_unusable_data_folders_are_refused_with_one_line(tiny_image_folder, tmp_path, breakage, message):
+    data = _copy(tiny_image_folder, tmp_path)
+    if breakage == "missing":
+        data = tmp_path / "nowhere"
+    elif breakage == "no_valid":
+        shutil.rmtree(data / "valid")
+    elif breakage == "one_class":
+        for folder in ("002.Green_square", "003.Blue_triangle"):
+            shutil.rmtree(data / "train" / folder)
+    elif breakage == "empty_class":
+        for image in (data / "train" / "002.Green_square").iterdir():
+            image.unlink()
+    elif breakage == "unknown_valid_class":
+        (data / "valid" / "009.Zebra").mkdir()
+        shutil.copy(next((data / "valid" / "001.Red_circle").iterdir()), data / "valid" / "009.Zebra" / "z.jpg")
+    with pytest.raises(train.UsageError) as raised:
+        train.main(train.parse_args(tiny_args(data, tmp_path, "--epochs", "1")))
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_the_script_reports_a_bad_data_folder_in_one_line_with_status_2(tmp_path):
+    result = run_script(["--data", str(tmp_path / "nowhere"), "--weights", "none"])
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith("error: data folder") and "Traceback" not in result.stderr
+
+
+def test_truncated_and_unreadable_images_are_reported_by_path_and_skipped(tiny_image_folder, tmp_path, capsys):
+    data = _copy(tiny_image_folder, tmp_path)
+    truncated = sorted((data / "train" / "001.Red_circle").iterdir())[0]
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    not_an_image = data / "train" / "002.Green_square" / "notes.jpg"
+    not_an_image.write_text("this is not a JPEG")
+
+    report = train.main(train.parse_args(tiny_args(data, tmp_path, "--mode", "finetune", "--epochs", "1",
+                                                   "--batch-size", "25")))    # all 25 files in one batch
+    out = capsys.readouterr().out
+    assert f"skipping unreadable image {truncated}" in out
+    assert f"skipping unreadable image {not_an_image}" in out
+    assert report["train_samples_per_rank"] == [24 - 1]        # 24 good images + 1 junk file, 1 good one truncated
+
+
+def test_imagenet_weights_offline_fail_at_once_with_one_line_saying_what_to_do(tiny_image_folder, tmp_path,
+                                                                                monkeypatch):
+    def no_network(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))     # nothing cached there
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    started = time.monotonic()
+    with pytest.raises(train.UsageError) as raised:
+        train.main(train.parse_args(tiny_args(tiny_image_folder, tmp_path, "--weights", "imagenet")))
+    assert time.monotonic() - started < 10
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "resnet18-f37072fd.pth" in message and "--weights none" in message
+    assert str(tmp_path / "torch-home") in message
+
+
+# --- flags and environment ------------------------------------------------------------------------------------
+
+def test_sagemaker_spellings_and_environment_give_the_defaults(monkeypatch):
+    monkeypatch.setenv("SM_CHANNEL_TRAINING", "/opt/ml/input/data/training")
+    monkeypatch.setenv("SM_MODEL_DIR", "/opt/ml/model")
+    monkeypatch.setenv("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")
+    args = train.parse_args(["--learning_rate", "0.01", "--batch_size", "64", "--epochs", "5"])
+    assert (args.lr, args.batch_size, args.epochs) == (0.01, 64, 5)
+    assert (args.data, args.model_dir, args.output_dir, args.checkpoint_dir) == (
+        "/opt/ml/input/data/training", "/opt/ml/model", "/opt/ml/output/data", "/opt/ml/checkpoints")
+
+
+def test_local_defaults_help_and_presets(monkeypatch):
+    for name in ("SM_CHANNEL_TRAINING", "SM_CHANNEL_TRAIN", "SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR", "SM_TRAINING_ENV"):
+        monkeypatch.delenv(name, raising=False)
+    args = train.parse_args([])
+    assert (args.data, args.model_dir, args.checkpoint_dir) == ("data/dogImages", "build/model", "build/checkpoints")
+    assert (args.arch, args.weights, args.mode) == ("resnet50", "imagenet", "head")
+    preset = train.parse_args(["--preset", "synthetic-cpu", "--epochs", "3"])
+    assert (preset.arch, preset.image_size, preset.epochs) == ("resnet18", 96, 3)    # the explicit flag wins
+    help_text = train.get_args_parser().format_help()
+    assert "--batch-size" in help_text and "(default: 64)" in help_text

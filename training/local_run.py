@@ -1,0 +1,100 @@
+"""Training on this machine, as `invoke train` and `invoke deploy` need it.
+
+`train_locally(config)` runs training/train.py (under torchrun for several workers) with the paths of the invoke
+configuration; when the configured real data set is absent it trains on the synthetic set (made if needed) with
+train.py's `synthetic-cpu` preset. `ensure_model(config)` returns the model directory, training only if there is
+none yet. `config` is the invoke configuration (or a dict of the same shape: data.dir, train.model_dir, ...).
+"""
+
+import logging
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import download
+import synthetic
+from model_archive import CODE_DIR, CONFIG_FILE, WEIGHTS_FILE, build_model_archive
+
+TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
+SYNTHETIC_PRESET = "synthetic-cpu"
+
+log = logging.getLogger("train")
+
+
+class LocalTrainingError(RuntimeError):
+    """Training did not produce a model; `exit_code` is the training process's status."""
+
+    def __init__(self, message, exit_code=1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _section(config, name):
+    return config[name] if name in config else {}
+
+
+def _setting(config, section, key, default):
+    values = _section(config, section)
+    return values[key] if key in values and values[key] not in (None, "") else default
+
+
+def training_data(config, *, progress=False):
+    """(data folder, preset): the real set when it is there, else the synthetic set (made now if needed)."""
+    real = Path(_setting(config, "data", "dir", "data/dogImages"))
+    if download.is_complete(real) or (real / "train").is_dir():
+        return real, None
+    synthetic_dir = Path(_setting(config, "data", "synthetic_dir", "data/synthetic"))
+    log.warning("%s not found (run `invoke data` to download it): training on the synthetic set in %s",
+                real, synthetic_dir)
+    synthetic.make_synthetic_dataset(synthetic_dir, progress=progress)
+    return synthetic_dir, SYNTHETIC_PRESET
+
+
+def train_command(config, *, data, preset=None, workers=1, fresh=False, extra_args=()):
+    """The command line that trains: python train.py ..., or torchrun with `workers` processes."""
+    workers = int(workers)
+    if workers < 1:
+        raise LocalTrainingError(f"workers must be at least 1, got {workers}")
+    launcher = [sys.executable]
+    if workers > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={workers}"]
+    args = ["--data", str(data),
+            "--model-dir", str(_setting(config, "train", "model_dir", "build/model")),
+            "--output-dir", str(_setting(config, "train", "output_dir", "build/output")),
+            "--checkpoint-dir", str(_setting(config, "train", "checkpoint_dir", "build/checkpoints")),
+            "--archive", str(_setting(config, "train", "archive", "build/model.tar.gz"))]
+    if preset:
+        args += ["--preset", preset]
+    if fresh:
+        args.append("--no-resume")
+    args += shlex.split(str(_setting(config, "train", "args", ""))) + list(extra_args)
+    return launcher + [str(TRAIN_SCRIPT)] + args
+
+
+def train_locally(config, *, workers=1, fresh=False, extra_args=(), progress=None):
+    """Train with the configured paths; returns the model directory (model.tar.gz is written as well)."""
+    progress = sys.stderr.isatty() if progress is None else progress
+    data, preset = training_data(config, progress=progress)
+    command = train_command(config, data=data, preset=preset, workers=workers, fresh=fresh, extra_args=extra_args)
+    log.info("running %s", shlex.join(command))
+    result = subprocess.run(command)
+    if result.returncode != 0:
+        raise LocalTrainingError(f"training exited with status {result.returncode}", result.returncode)
+    return Path(_setting(config, "train", "model_dir", "build/model"))
+
+
+def has_model(model_dir):
+    model_dir = Path(model_dir)
+    return all((model_dir / name).exists() for name in (WEIGHTS_FILE, CONFIG_FILE, CODE_DIR))
+
+
+def ensure_model(config, *, progress=None):
+    """The model directory and its model.tar.gz, training one (synthetic preset offline) only when missing."""
+    model_dir = Path(_setting(config, "train", "model_dir", "build/model"))
+    archive = Path(_setting(config, "train", "archive", "build/model.tar.gz"))
+    if not has_model(model_dir):
+        train_locally(config, progress=progress)
+    elif not archive.exists():
+        build_model_archive(model_dir, archive)
+    return model_dir
