@@ -9,8 +9,8 @@ It answers {"statusCode", "headers": {"Content-Type": "application/json"}, "body
 endpoint's top-k answer, 400 for a malformed event, the endpoint's own 4xx for a bad image or URL, 429 when the
 endpoint throttles, 502 when it fails, 504 when it times out.
 
-Environment (Terraform sets it): ENDPOINT_NAME (required); ENDPOINT_CONNECT_TIMEOUT_S (default 2) and
-ENDPOINT_READ_TIMEOUT_S (default 65: a SageMaker container has 60 s to answer). Only boto3 is used, which the
+Environment (Terraform sets it): ENDPOINT_NAME (required); LOG_LEVEL (default INFO); ENDPOINT_CONNECT_TIMEOUT_S
+(default 2) and ENDPOINT_READ_TIMEOUT_S (default 65: a SageMaker container has 60 s to answer). Only boto3 is used, which the
 Lambda Python runtime ships, so the function zip holds this file alone.
 """
 
@@ -35,7 +35,7 @@ EXPECTED_EVENT = ('expected {"url": "https://..."} or {"image": "<base64>"} (opt
                   "the JSON body of an API Gateway / function URL request")
 
 logger = logging.getLogger("dog_breeds.function")
-logger.setLevel(logging.INFO)
+logger.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
 
 # One client per execution environment. Standard retry mode retries throttling and transient errors with
 # backoff; one retry at most, because each attempt may wait the full read timeout.
