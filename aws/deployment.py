@@ -156,8 +156,12 @@ def _state_version(ws):
 
 def plan(c, model_uri=None):
     """Plan the deployment of a model, save the plan for review and print its summary; returns the summary."""
+    from local.function_zip import build_function_zip
+
     identity = require_credentials(c)
     model_data_url = resolve_model_uri(c, model_uri)
+    # The plan deploys the function code as it is now (the zip is reproducible: unchanged code, same bytes).
+    build_function_zip(lambda_package(c))
     ws = workspace(c)
     files = plan_files(c)
     files["plan"].parent.mkdir(parents=True, exist_ok=True)

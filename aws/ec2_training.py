@@ -155,7 +155,9 @@ def train_arguments(c, overrides=None):
 def steps(c, source_uri, model_uri, overrides=None):
     """[(title, shell script)] run on the host, in order."""
     workdir = setting(c, "ec2_workdir", "/opt/dog-breeds")
-    data_dir = setting(c, "ec2_data_dir", "/opt/dog-breeds-data/dogImages")
+    data_root = setting(c, "ec2_data_root", "/opt/dog-breeds-data")
+    data_dir = f"{data_root}/dogImages"  # where training/ec2-data-download.sh unpacks the archive
+    data_url = c.config.get("data", {}).get("url", "")
     python = setting(c, "ec2_python", DEFAULT_PYTHON)
     prologue = f"set -euo pipefail; export HOME=${{HOME:-/root}}; PY={python}; cd {shlex.quote(workdir)}"
     metrics_uri = model_uri.rsplit("/", 1)[0] + "/metrics.json"
@@ -166,7 +168,9 @@ def steps(c, source_uri, model_uri, overrides=None):
                            f"PY={python}; $PY -c 'import torch, torchvision; print(\"torch\", torch.__version__)'; "
                            "if [ -f training/requirements.txt ]; then "
                            "$PY -m pip install --quiet -r training/requirements.txt; fi"),
-        ("download the data", f"{prologue}; bash training/ec2-data-download.sh {shlex.quote(data_dir)}"),
+        ("download the data", f"{prologue}; DATA_ROOT={shlex.quote(data_root)} MODEL_DIR=build/model "
+                              + (f"DATA_URL={shlex.quote(data_url)} " if data_url else "")
+                              + "bash training/ec2-data-download.sh"),
         ("train", f"{prologue}; $PY training/train.py --data {shlex.quote(data_dir)} --model-dir build/model "
                   "--output-dir build/output --checkpoint-dir build/checkpoints --archive build/model.tar.gz "
                   f"{train_arguments(c, overrides)}".rstrip()),

@@ -53,15 +53,15 @@ PREDICTIONS = {"predictions": [{"class_name": "Affenpinscher", "probability": 0.
 def project(moto_account, tmp_path):
     terraform_dir = stand_in_terraform(tmp_path)
     c = make_context(tmp_path, terraform_dir=str(terraform_dir), bucket=BUCKET)
-    (tmp_path / "function.zip").write_bytes(b"package v1")
     model_record.record_model(c, MODEL, source="SageMaker training job dog-breeds-1")
     return c, terraform_dir
 
 
-def test_plan_saves_plan_json_and_review_for_the_recorded_model(project, capsys):
+def test_plan_saves_plan_json_and_review_for_the_recorded_model(project, capsys, tmp_path):
     c, _ = project
     review = deployment.plan(c)
     files = deployment.plan_files(c)
+    assert zipfile.ZipFile(tmp_path / "function.zip").namelist() == ["lambda_function.py"]   # built for the plan
     assert files["plan"].stat().st_size > 0
     assert json.loads(files["json"].read_text())["variables"]["model_data_url"]["value"] == MODEL
     assert files["review"].read_text() == review
@@ -122,7 +122,7 @@ def test_a_plan_older_than_the_configuration_is_refused(project):
 def test_a_plan_older_than_the_function_package_is_refused(project, tmp_path):
     c, terraform_dir = project
     deployment.plan(c)
-    (tmp_path / "function.zip").write_bytes(b"package v2")
+    (tmp_path / "function.zip").write_bytes(b"another package")
     with pytest.raises(Exit, match="older than the Terraform configuration or the function package"):
         deployment.deploy(c)
     assert Workspace(terraform_dir, terraform_bin=PINNED_TERRAFORM).outputs() == {}

@@ -82,7 +82,8 @@ def test_ec2_train_runs_download_then_train_then_upload_over_ssm_and_tears_the_h
     with tarfile.open(fileobj=io.BytesIO(source)) as tar:
         assert {"training/train.py", "inference/preprocessing.py"} <= set(tar.getnames())
 
-    assert "bash training/ec2-data-download.sh /opt/dog-breeds-data/dogImages" in scripts[1]
+    assert ("DATA_ROOT=/opt/dog-breeds-data MODEL_DIR=build/model DATA_URL=https://s3-us-west-1.amazonaws.com/"
+            "udacity-aind/dog-project/dogImages.zip bash training/ec2-data-download.sh") in scripts[1]
     train = scripts[2]
     assert "training/train.py --data /opt/dog-breeds-data/dogImages" in train
     assert "--archive build/model.tar.gz" in train
@@ -126,3 +127,26 @@ def test_keep_leaves_the_host_running(host):
 
     tasks.ec2_train(host.c, keep=True, epochs="1")
     assert Workspace(host.terraform_dir, terraform_bin=PINNED_TERRAFORM).outputs()["training_host_id"] == host.instance_id
+
+
+def test_the_train_step_is_a_script_that_really_trains_and_archives(tmp_path, tiny_image_folder):
+    """The `train` step as the host runs it (bash, in the work folder), here with this machine's python."""
+    import subprocess
+    import sys
+
+    from aws.sagemaker_jobs import stage_source
+
+    workdir = stage_source(tmp_path / "host" / "work")            # what `fetch the code` unpacks
+    data_root = tmp_path / "host" / "data"
+    data_root.mkdir()
+    (data_root / "dogImages").symlink_to(tiny_image_folder)        # what `download the data` leaves
+    c = make_context(tmp_path, ec2_workdir=str(workdir), ec2_data_root=str(data_root), ec2_python=sys.executable,
+                     ec2_hyperparameters={"arch": "resnet18", "weights": "none", "mode": "finetune",
+                                          "image_size": 32, "num_workers": 0, "threads": 1})
+    train_step = dict(ec2_training.steps(c, "s3://b/models/r/source.tar.gz", "s3://b/models/r/model.tar.gz",
+                                         overrides={"epochs": 1, "batch_size": 8}))["train"]
+    done = subprocess.run(["bash", "-c", train_step], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "valid_loss=" in done.stdout + done.stderr
+    with tarfile.open(workdir / "build" / "model.tar.gz") as archive:
+        assert {"model.pth", "model_config.json", "code/inference.py"} <= set(archive.getnames())

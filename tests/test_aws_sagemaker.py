@@ -193,3 +193,14 @@ def test_impossible_tuning_requests_stop_with_one_line(account, kwargs, message)
     with pytest.raises(Exit, match=re.escape(message)):
         sagemaker_jobs.tune(c, **kwargs)
     assert "CreateHyperParameterTuningJob" not in requests.names()
+
+
+def test_train_py_reads_the_tuned_hyperparameters_as_the_container_passes_them(moto_account, tmp_path):
+    import train
+    from sagemaker.train.container_drivers.common.utils import hyperparameters_to_cli_args
+
+    ranges = sagemaker_jobs.tuning_ranges(make_context(tmp_path))
+    assert set(ranges) == {"learning_rate", "batch_size", "epochs", "weight_decay"}
+    picked = {"learning_rate": "0.0123", "batch_size": "128", "epochs": "7", "weight_decay": "0.0005"}
+    args = train.parse_args(hyperparameters_to_cli_args({**picked, "arch": "resnet18"}))
+    assert (args.lr, args.batch_size, args.epochs, args.weight_decay, args.arch) == (0.0123, 128, 7, 0.0005, "resnet18")
