@@ -58,7 +58,11 @@ def require_credentials(c):
     session = boto_session(c)
     if not session.region_name:
         raise Exit("no AWS region: set aws.region in invoke.yaml or INVOKE_AWS_REGION")
-    if session.get_credentials() is None:
+    try:
+        credentials = session.get_credentials()
+    except botocore.exceptions.BotoCoreError as error:  # an expired SSO token, a broken credential_process...
+        raise Exit(f"AWS credentials could not be loaded ({error}): {NO_CREDENTIALS_HELP}")
+    if credentials is None:
         raise Exit(f"no AWS credentials found: {NO_CREDENTIALS_HELP}")
     try:
         caller = session.client("sts").get_caller_identity()
