@@ -130,6 +130,7 @@ def lint(c, terraform=None, checkov_report=None):
 
 ns = Collection(data, train, deploy, predict, status, destroy, lint)
 
+
 # ------------------------------------------------------------------------------------------ AWS-only tasks
 
 @task(help={"max_jobs": "training jobs in all (default: aws.tuning.max_jobs, 8)",
