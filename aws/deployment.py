@@ -46,7 +46,8 @@ def backend_config(c):
     bucket = setting(c, "state_bucket")
     if not bucket:
         return {}
-    config = {"bucket": bucket, "key": setting(c, "state_key", f"{setting(c, 'name_prefix', 'dog-breeds')}/terraform.tfstate"),
+    default_key = f"{setting(c, 'name_prefix', 'dog-breeds')}/terraform.tfstate"
+    config = {"bucket": bucket, "key": setting(c, "state_key", default_key),
               "region": setting(c, "state_region", setting(c, "region")), "encrypt": "true"}
     if setting(c, "state_lock_table"):
         config["dynamodb_table"] = setting(c, "state_lock_table")
@@ -117,7 +118,8 @@ def running_instance_count(c, ws):
         endpoint = client(c, "sagemaker").describe_endpoint(EndpointName=name)
     except botocore.exceptions.ClientError:
         return None
-    counts = [v.get("DesiredInstanceCount") or v.get("CurrentInstanceCount") for v in endpoint.get("ProductionVariants", [])]
+    counts = [variant.get("DesiredInstanceCount") or variant.get("CurrentInstanceCount")
+              for variant in endpoint.get("ProductionVariants", [])]
     return max((n for n in counts if n), default=None)
 
 

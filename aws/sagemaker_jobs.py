@@ -36,7 +36,10 @@ OBJECTIVES = {"valid_loss": ("valid:loss", "Minimize"), "valid_accuracy": ("vali
 
 
 def data_uri(c, identity):
-    """Where `invoke data --upload` puts the data set and the jobs read it: aws.data_uri, else s3://<bucket>/data/<name>/."""
+    """Where `invoke data --upload` puts the data set and the jobs read it.
+
+    aws.data_uri, else s3://<bucket>/data/<name of data.dir>/.
+    """
     if setting(c, "data_uri"):
         return setting(c, "data_uri").rstrip("/") + "/"
     return s3_uri(c, identity, "data", Path(c.config.data.dir).name) + "/"
@@ -103,7 +106,8 @@ def training_image(c, instance_type):
         return setting(c, "training_image")
     from sagemaker.core import image_uris
 
-    return image_uris.retrieve("pytorch", region=setting(c, "region"), version=str(setting(c, "pytorch_version", "2.8")),
+    return image_uris.retrieve("pytorch", region=setting(c, "region"),
+                               version=str(setting(c, "pytorch_version", "2.8")),
                                instance_type=instance_type, image_scope="training")
 
 

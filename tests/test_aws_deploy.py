@@ -13,10 +13,10 @@ from moto.moto_api._internal.models import moto_api_backend
 
 from aws import deployment, model_record, plan_review
 from aws.session import boto_session
-from aws.terraform import Workspace
 from test_aws_support import (  # noqa: F401 (fixtures)
-                              BUCKET, PINNED_TERRAFORM, REGION, RequestRecorder, aws_credentials, create_role,
-                              make_context, moto_account, stand_in_terraform)
+                              BUCKET, REGION, RequestRecorder, aws_credentials, create_role,
+                              make_context, moto_account, pinned_workspace, stand_in_terraform,
+                              state_outputs)
 
 MODEL = f"s3://{BUCKET}/output/dog-breeds-1/output/model.tar.gz"
 ACCOUNT = "123456789012"  # moto's
@@ -95,7 +95,7 @@ def test_deploy_applies_the_reviewed_plan_waits_for_the_endpoint_and_predicts_th
     outputs = deployment.deploy(c)
 
     assert outputs["endpoint_name"] == "dog-breeds-endpoint"
-    assert Workspace(terraform_dir, terraform_bin=PINNED_TERRAFORM).outputs() == outputs          # the plan's changes are in the state now
+    assert state_outputs(terraform_dir) == outputs          # the plan's changes are in the state now
     assert requests.of("DescribeEndpoint")[-1]["EndpointName"] == "dog-breeds-endpoint"
     event = json.loads(requests.of("Invoke")[0]["Payload"])
     assert requests.of("Invoke")[0]["FunctionName"] == "dog-breeds-predict"
@@ -116,7 +116,7 @@ def test_a_plan_older_than_the_configuration_is_refused(project):
         config.write('\noutput "added_after_review" {\n  value = "surprise"\n}\n')
     with pytest.raises(Exit, match=r"the saved plan \(.*\) is older than the Terraform configuration"):
         deployment.deploy(c)
-    assert Workspace(terraform_dir, terraform_bin=PINNED_TERRAFORM).outputs() == {}               # nothing was applied
+    assert state_outputs(terraform_dir) == {}               # nothing was applied
 
 
 def test_a_plan_older_than_the_function_package_is_refused(project, tmp_path):
@@ -125,18 +125,18 @@ def test_a_plan_older_than_the_function_package_is_refused(project, tmp_path):
     (tmp_path / "function.zip").write_bytes(b"another package")
     with pytest.raises(Exit, match="older than the Terraform configuration or the function package"):
         deployment.deploy(c)
-    assert Workspace(terraform_dir, terraform_bin=PINNED_TERRAFORM).outputs() == {}
+    assert state_outputs(terraform_dir) == {}
 
 
 def test_a_plan_older_than_the_state_is_refused(project, tmp_path):
     c, terraform_dir = project
     deployment.plan(c)
-    someone_else = Workspace(terraform_dir, terraform_bin=PINNED_TERRAFORM)                        # another deploy lands after our review
+    someone_else = pinned_workspace(terraform_dir)                        # another deploy lands after our review
     someone_else.plan(tmp_path / "theirs.tfplan", deployment.terraform_variables(c, f"s3://{BUCKET}/x/model.tar.gz"))
     someone_else.apply(tmp_path / "theirs.tfplan")
     with pytest.raises(Exit, match=r"older than the Terraform state \(serial 0 then, \d+ now\)"):
         deployment.deploy(c)
-    assert Workspace(terraform_dir, terraform_bin=PINNED_TERRAFORM).outputs()["model_data_url"] == f"s3://{BUCKET}/x/model.tar.gz"
+    assert state_outputs(terraform_dir)["model_data_url"] == f"s3://{BUCKET}/x/model.tar.gz"
 
 
 def test_deploy_without_a_saved_plan_says_to_plan_first(project):
@@ -173,7 +173,7 @@ def test_the_tasks_plan_deploy_predict_status_and_destroy_on_the_aws_target(proj
     assert "InService" in capsys.readouterr().out
 
     tasks.destroy(c, target="aws")
-    assert Workspace(terraform_dir, terraform_bin=PINNED_TERRAFORM).outputs() == {}
+    assert state_outputs(terraform_dir) == {}
     assert not deployment.plan_files(c)["plan"].exists()
     with pytest.raises(Exit, match="nothing deployed on AWS"):
         tasks.status(c, target="aws")

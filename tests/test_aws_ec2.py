@@ -17,10 +17,10 @@ from invoke.exceptions import Exit
 
 from aws import ec2_training
 from aws.session import boto_session
-from aws.terraform import Workspace
 from test_aws_support import (  # noqa: F401 (fixtures)
-                              BUCKET, PINNED_TERRAFORM, REGION, RequestRecorder, aws_credentials, create_bucket,
-                              make_context, moto_account, stand_in_terraform)
+                              BUCKET, REGION, RequestRecorder, aws_credentials, create_bucket,
+                              make_context, moto_account, stand_in_terraform,
+                              state_outputs)
 
 OK = types.SimpleNamespace(status_code=200, headers={})
 
@@ -92,7 +92,7 @@ def test_ec2_train_runs_download_then_train_then_upload_over_ssm_and_tears_the_h
 
     assert model_uri.startswith(f"s3://{BUCKET}/models/ec2-") and model_uri.endswith("/model.tar.gz")
     assert json.loads((tmp_path / "model_uri.json").read_text())["model_data_url"] == model_uri
-    assert Workspace(host.terraform_dir, terraform_bin=PINNED_TERRAFORM).outputs().get("training_host_id") is None   # host destroyed
+    assert state_outputs(host.terraform_dir).get("training_host_id") is None   # host destroyed
 
 
 def test_a_failing_step_stops_with_the_hosts_error_and_still_removes_the_host(host, tmp_path):
@@ -119,14 +119,14 @@ def test_a_failing_step_stops_with_the_hosts_error_and_still_removes_the_host(ho
         ec2_training.ec2_train(host.c)
     assert [c["Comment"] for c in sent_commands(host.instance_id)] == ["fetch the code", "download the data", "train"]
     assert not (tmp_path / "model_uri.json").exists()
-    assert Workspace(host.terraform_dir, terraform_bin=PINNED_TERRAFORM).outputs().get("training_host_id") is None
+    assert state_outputs(host.terraform_dir).get("training_host_id") is None
 
 
 def test_keep_leaves_the_host_running(host):
     import tasks
 
     tasks.ec2_train(host.c, keep=True, epochs="1")
-    assert Workspace(host.terraform_dir, terraform_bin=PINNED_TERRAFORM).outputs()["training_host_id"] == host.instance_id
+    assert state_outputs(host.terraform_dir)["training_host_id"] == host.instance_id
 
 
 def test_the_train_step_is_a_script_that_really_trains_and_archives(tmp_path, tiny_image_folder):

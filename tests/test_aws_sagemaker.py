@@ -27,7 +27,8 @@ def account(moto_account, tmp_path):
 
 def channel_files(job, channel):
     """{relative path: bytes} of what the job's input channel holds in S3."""
-    uri = next(ch["DataSource"]["S3DataSource"]["S3Uri"] for ch in job["InputDataConfig"] if ch["ChannelName"] == channel)
+    uri = next(ch["DataSource"]["S3DataSource"]["S3Uri"] for ch in job["InputDataConfig"]
+               if ch["ChannelName"] == channel)
     bucket, _, prefix = uri[len("s3://"):].partition("/")
     s3 = boto3.client("s3", region_name=REGION)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]

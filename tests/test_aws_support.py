@@ -67,6 +67,17 @@ def stand_in_terraform(tmp_path, name="root_stand_in"):
     return target
 
 
+def pinned_workspace(terraform_dir):
+    from aws.terraform import Workspace
+
+    return Workspace(terraform_dir, terraform_bin=PINNED_TERRAFORM)
+
+
+def state_outputs(terraform_dir):
+    """The Terraform outputs in the state of `terraform_dir`, as the pinned terraform reads them."""
+    return pinned_workspace(terraform_dir).outputs()
+
+
 class RequestRecorder:
     """The parameters of every API call as boto3 sends them to AWS, per operation name."""
 
