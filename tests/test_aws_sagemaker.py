@@ -205,3 +205,23 @@ def test_train_py_reads_the_tuned_hyperparameters_as_the_container_passes_them(m
     picked = {"learning_rate": "0.0123", "batch_size": "128", "epochs": "7", "weight_decay": "0.0005"}
     args = train.parse_args(hyperparameters_to_cli_args({**picked, "arch": "resnet18"}))
     assert (args.lr, args.batch_size, args.epochs, args.weight_decay, args.arch) == (0.0123, 128, 7, 0.0005, "resnet18")
+
+
+def test_first_use_bootstraps_storage_and_iam_with_terraform_then_reuses_its_role(moto_account, tmp_path):
+    from test_aws_support import pinned_workspace, stand_in_terraform
+
+    role = create_role("dog-breeds-sagemaker")                    # what Terraform's iam module would create
+    create_bucket(objects=DATA)
+    terraform_dir = stand_in_terraform(tmp_path)
+    # The stand-in has no modules to target: its whole configuration stands in for storage and iam.
+    c = make_context(tmp_path, bucket=BUCKET, terraform_dir=str(terraform_dir), bootstrap_targets=[])
+    requests = RequestRecorder(boto_session(c))
+
+    sagemaker_jobs.train(c)
+    assert requests.of("CreateTrainingJob")[0]["RoleArn"] == role
+    applied = pinned_workspace(terraform_dir).state_version()
+    assert applied[1] >= 1
+
+    sagemaker_jobs.train(c)                                       # the role is in the state now: no second apply
+    assert requests.of("CreateTrainingJob")[1]["RoleArn"] == role
+    assert pinned_workspace(terraform_dir).state_version() == applied
