@@ -20,6 +20,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
@@ -121,6 +122,19 @@ def parse_event(event):
         raise BadEvent('"image" is not valid base64') from None
 
 
+def url_for_log(url):
+    """scheme://host/path of a URL: presigned URLs carry credentials in the query (X-Amz-Credential, -Signature,
+    -Security-Token) and any URL may carry user:password@; neither belongs in CloudWatch Logs."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(malformed url)"
+    query = "?..." if parts.query else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}{query}"
+
+
 def respond(status, body):
     return {"statusCode": status, "headers": {"Content-Type": JSON},
             "body": body if isinstance(body, str) else json.dumps(body)}
@@ -174,7 +188,7 @@ def lambda_handler(event, context):
     if not ENDPOINT_NAME:
         log(logging.ERROR, "ENDPOINT_NAME is not set", request_id)
         return _error(500, "Misconfigured", "the function has no ENDPOINT_NAME")
-    log(logging.INFO, "invoking endpoint", request_id, endpoint=ENDPOINT_NAME, url=request.url,
+    log(logging.INFO, "invoking endpoint", request_id, endpoint=ENDPOINT_NAME, url=url_for_log(request.url) if request.url else None,
         image_bytes=len(request.image) if request.image is not None else None, top_k=request.top_k)
     try:
         body = invoke_endpoint(request)
