@@ -1,5 +1,6 @@
 """Test setup shared by every test module: the repository's source folders are importable as they are at run time."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -38,3 +39,51 @@ def trained_model_dir(tmp_path_factory, tiny_image_folder):
         "--batch-size", "8", "--num-workers", "0", "--threads", "1"])
     train.main(args)
     return work / "model"
+
+
+CANARY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIACANARY0000000000", "AWS_SECRET_ACCESS_KEY": "canary-secret-key-0000",
+                      "AWS_SESSION_TOKEN": "canary-session-token-0000"}
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory, trained_model_dir):
+    """One running local stack for the run: endpoint (2 gunicorn workers) and function, real processes, serving
+    trained_model_dir, started with local/stack.py's deploy and stopped at the end.
+
+    Attributes: settings (LocalSettings), images (a loopback ImageServer the endpoint may fetch from: deployed with
+    the allow-list 127.0.0.1/32 and a 2 s image fetch timeout), function / endpoint (boto3 lambda and
+    sagemaker-runtime clients, one attempt each, so a test sees every error), new_function_client() (another such
+    lambda client, one per thread for concurrent callers), canaries (fake AWS credentials in the deploying
+    environment, which must not reach the servers). Tests that stop the stack must deploy their own.
+    """
+    from types import SimpleNamespace
+    from unittest import mock
+
+    import boto3
+    from botocore.config import Config
+
+    from local import stack
+    from serving_testlib import ImageServer, free_port
+
+    root = tmp_path_factory.mktemp("local-stack")
+    settings = stack.LocalSettings(
+        state_dir=root / "state", endpoint_port=free_port(), function_port=free_port(), model_dir=trained_model_dir,
+        archive=trained_model_dir.parent / "model.tar.gz", function_zip=root / "function.zip",
+        url_allow_networks="127.0.0.1/32", image_fetch_timeout_s=2.0)
+    with ImageServer() as images:
+        with mock.patch.dict(os.environ, CANARY_CREDENTIALS):
+            stack.deploy(settings, progress=lambda message: None)
+
+        def client(service, url):
+            return boto3.client(service, endpoint_url=url, region_name=settings.region,
+                                aws_access_key_id="test", aws_secret_access_key="test",
+                                config=Config(connect_timeout=2, read_timeout=70, max_pool_connections=64,
+                                              retries={"total_max_attempts": 1}))
+
+        try:
+            yield SimpleNamespace(settings=settings, images=images, canaries=CANARY_CREDENTIALS,
+                                  function=client("lambda", settings.function_url),
+                                  new_function_client=lambda: client("lambda", settings.function_url),
+                                  endpoint=client("sagemaker-runtime", settings.endpoint_url))
+        finally:
+            stack.destroy(settings)
