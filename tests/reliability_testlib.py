@@ -1,0 +1,119 @@
+"""Helpers of the reliability and security tests: a faked network (DNS answers and a connection guard), the local
+stack's processes as /proc shows them, and the small JSON report the tests leave in build/reliability/.
+
+The network is the one thing these tests fake. FakeNetwork replaces the C-level getaddrinfo (which
+socket.getaddrinfo, and so the endpoint's URL fetch, calls) and socket.connect: names resolve only to what a test
+says, numeric hosts are parsed without any lookup, and every connection attempt is recorded. A connection to an
+address outside loopback raises AssertionError instead of leaving the machine, unless the test routes that
+address to a loopback server (the "public" image host of a redirect test).
+"""
+
+import _socket
+import ipaddress
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REPORT_DIR = REPO_ROOT / "build" / "reliability"
+if str(REPO_ROOT / "bench") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+
+from load_test import children, rss_mib  # noqa: E402,F401  (bench/load_test.py: the one copy of both)
+
+
+class FakeNetwork:
+    def __init__(self, monkeypatch):
+        self.dns = {"localhost": ["127.0.0.1"]}   # hostname -> addresses; what /etc/hosts says for localhost
+        self.routes = {}                          # (address, port) a test pretends is public -> loopback port
+        self.connections = []                     # every (address, port) something tried to connect to
+        self._real_getaddrinfo = _socket.getaddrinfo
+        real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+        def connect(sock, address):      # plain functions: they become the socket class's methods
+            return real_connect(sock, self._check(address))
+
+        def connect_ex(sock, address):
+            return real_connect_ex(sock, self._check(address))
+
+        monkeypatch.setattr(_socket, "getaddrinfo", self._getaddrinfo)
+        monkeypatch.setattr(socket.socket, "connect", connect)
+        monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+
+    def _getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):
+        name = host.decode() if isinstance(host, bytes) else host
+        if isinstance(name, str) and name.lower().rstrip(".") in self.dns:
+            answers = []
+            for address in self.dns[name.lower().rstrip(".")]:
+                ip = ipaddress.ip_address(address)
+                if family not in (0, socket.AF_UNSPEC) and family != (socket.AF_INET if ip.version == 4
+                                                                       else socket.AF_INET6):
+                    continue
+                if ip.version == 4:
+                    answers.append((socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port)))
+                else:
+                    answers.append((socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
+                                    (address, port, 0, 0)))
+            return answers
+        # Anything else only as a numeric address (inet_aton's spellings included): never a DNS query.
+        try:
+            return self._real_getaddrinfo(host, port, family, type, proto, flags | socket.AI_NUMERICHOST)
+        except socket.gaierror:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+
+    def _check(self, address):
+        if not isinstance(address, tuple) or len(address) < 2:   # AF_UNIX and friends: not the network
+            return address
+        host, port = address[0], address[1]
+        self.connections.append((host, port))
+        if (host, port) in self.routes:
+            return ("127.0.0.1", self.routes[(host, port)])
+        if not ipaddress.ip_address(host.split("%", 1)[0]).is_loopback:
+            raise AssertionError(f"a connection to {host}:{port} was attempted; nothing may leave loopback")
+        return address
+
+    def outside_connections(self):
+        return [(host, port) for host, port in self.connections
+                if not ipaddress.ip_address(host.split("%", 1)[0]).is_loopback]
+
+
+# ------------------------------------------------------------------------------------------------ processes
+
+def environ_of(pid):
+    """A process's environment from /proc/<pid>/environ, as a dict."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {key.decode(errors="replace"): value.decode(errors="replace") for key, value in pairs}
+
+
+def processes_naming(text):
+    """Pids of live processes whose command line contains `text` (a state folder, say)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                stat = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()
+                if stat[0] != "Z":
+                    found.append(int(cmdline.parent.name))
+        except (OSError, IndexError):
+            continue
+    return [pid for pid in found if pid != os.getpid()]
+
+
+# ---------------------------------------------------------------------------------------------------- report
+
+def write_report(name, figures):
+    """Merge `figures` into build/reliability/<name>.json (docs/reliability.md quotes these files)."""
+    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    path = REPORT_DIR / f"{name}.json"
+    try:
+        current = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        current = {}
+    current.update(figures)
+    current["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    return path

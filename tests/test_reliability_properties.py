@@ -1,0 +1,259 @@
+"""Property tests: thousands of generated events and bodies, and not one unhandled exception or malformed answer.
+
+The function's handler runs in-process with its sagemaker-runtime client stubbed (botocore's Stubber: AWS is
+faked, our code is not), the endpoint's answer drawn from every shape the service can give. input_fn runs
+in-process behind FakeNetwork, so generated URLs resolve nowhere and nothing leaves loopback.
+Example counts: RELIABILITY_PROPERTY_EXAMPLES scales them (default 1.0).
+"""
+
+import base64
+import io
+import json
+import os
+import time
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import inference
+from inference_errors import InferenceError
+from reliability_testlib import REPO_ROOT, FakeNetwork, write_report
+
+SCALE = float(os.environ.get("RELIABILITY_PROPERTY_EXAMPLES", "1"))
+SERVER_SIDE_STATUSES = {502, 503, 504}   # the endpoint failed, is not ready, or timed out: never a bare 500
+COUNTS = {}
+
+
+def examples(count):
+    return settings(max_examples=max(10, int(count * SCALE)), deadline=None, derandomize=False,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                           HealthCheck.data_too_large, HealthCheck.filter_too_much])
+
+
+def counted(name):
+    COUNTS[name] = COUNTS.get(name, 0) + 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def property_report():
+    started = time.perf_counter()
+    yield
+    write_report("properties", {"examples": dict(COUNTS), "total_examples": sum(COUNTS.values()),
+                                "seconds": round(time.perf_counter() - started, 1)})
+
+
+# ------------------------------------------------------------------------------------------------ strategies
+
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                         st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40))
+json_values = st.recursive(json_scalars, lambda children: st.one_of(
+    st.lists(children, max_size=4), st.dictionaries(st.text(max_size=10), children, max_size=4)), max_leaves=12)
+
+hosts = st.one_of(
+    st.sampled_from(["127.0.0.1", "localhost", "[::1]", "169.254.169.254", "0x7f000001", "10.0.0.1", "example.com",
+                     "images.example", "ĉhien.example", "xn--hien-7ra.example", "", "[::ffff:127.0.0.1]", "a..b",
+                     "user:pass@127.0.0.1", "127.0.0.1:0", "127.0.0.1:99999", "[fd00::1"]),
+    st.text(max_size=20))
+urls = st.one_of(
+    st.builds(lambda scheme, host, path: f"{scheme}{host}{path}",
+              st.sampled_from(["http://", "https://", "HTTP://", "ftp://", "file://", "gopher://", "//", "", "http:"]),
+              hosts, st.text(max_size=30)),
+    st.text(max_size=60))
+
+
+@st.composite
+def images(draw):
+    """Small image files of many formats and modes, sometimes truncated or with flipped bytes."""
+    mode = draw(st.sampled_from(["RGB", "L", "P", "RGBA", "CMYK", "I;16", "1", "LA", "I", "F"]))
+    fmt = draw(st.sampled_from(["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"]))
+    size = (draw(st.integers(1, 48)), draw(st.integers(1, 48)))
+    buffer = io.BytesIO()
+    try:
+        Image.new(mode, size).save(buffer, fmt)
+    except (OSError, ValueError, KeyError):
+        buffer = io.BytesIO()
+        Image.new("RGB", size, (200, 100, 50)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    damage = draw(st.sampled_from(["none", "truncate", "flip"]))
+    if damage == "truncate":
+        data = data[:draw(st.integers(0, max(0, len(data) - 1)))]
+    elif damage == "flip" and data:
+        position = draw(st.integers(0, len(data) - 1))
+        data = data[:position] + bytes([data[position] ^ 0xFF]) + data[position + 1:]
+    return data
+
+
+def base64_of(data_strategy):
+    return st.one_of(data_strategy.map(lambda data: base64.b64encode(data).decode()),
+                     data_strategy.map(lambda data: "data:image/png;base64," + base64.b64encode(data).decode()),
+                     st.text(max_size=40))
+
+
+def request_bodies(base64_texts):
+    """{"url"?, "image"?, "top_k"?, "extra"?} with values of the right type, the wrong type, or garbage."""
+    field_values = st.one_of(json_values, urls, base64_texts, st.integers(-3, 200))
+    return st.fixed_dictionaries({}, optional={"url": st.one_of(urls, field_values),
+                                               "image": st.one_of(base64_texts, field_values),
+                                               "top_k": st.one_of(st.integers(-2, 300), field_values),
+                                               "extra": json_values})
+
+
+# The function only checks that "image" is base64 (the endpoint decodes it): random bytes are enough there.
+requests = request_bodies(base64_of(st.binary(max_size=64)))
+
+
+def _as_body(payload, encode):
+    text = payload if isinstance(payload, str) else json.dumps(payload)
+    return base64.b64encode(text.encode()).decode() if encode else text
+
+
+proxy_events = st.builds(
+    lambda payload, encode, marked, query, context: {"body": _as_body(payload, encode) if payload is not None
+                                                     else None,
+                                                     "isBase64Encoded": marked if marked is not None else encode,
+                                                     "queryStringParameters": query, "requestContext": context},
+    st.one_of(st.none(), requests, json_values, st.text(max_size=40)), st.booleans(),
+    st.one_of(st.none(), json_values), st.one_of(st.none(), st.dictionaries(st.text(max_size=8), st.text(max_size=8)),
+                                                 st.just({"top_k": "3"}), st.just({"top_k": "x"}), json_values),
+    st.one_of(st.just({"http": {"method": "POST"}}), json_values))
+events = st.one_of(json_values, requests, proxy_events)
+
+# What the endpoint may answer: a prediction, the container's error through ModelError, or a service error.
+endpoint_answers = st.one_of(
+    st.builds(lambda body: ("ok", body), st.one_of(st.just({"model_version": "v1", "predictions": []}), json_values)),
+    st.builds(lambda status, message: ("ModelError", status, message), st.integers(400, 599),
+              st.one_of(st.text(max_size=80), json_values.map(json.dumps),
+                        st.just('{"error": "NotAnImage", "message": "not an image"}'))),
+    st.sampled_from([("ThrottlingException", 400), ("ServiceUnavailable", 503), ("ValidationError", 400),
+                     ("InternalFailure", 500), ("ModelNotReadyException", 429), ("AccessDeniedException", 403)]),
+)
+
+
+# ------------------------------------------------------------------------------------------------ the function
+
+@pytest.fixture
+def function(monkeypatch):
+    """lambda_function with its sagemaker-runtime client stubbed (one attempt, so each call uses one answer)."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "lambda"))   # the zip's layout: lambda_function.py at the top
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")     # Lambda's runtime always sets the region
+    import lambda_function
+
+    client = boto3.client("sagemaker-runtime", region_name="us-east-1", aws_access_key_id="test",
+                          aws_secret_access_key="test", config=Config(retries={"total_max_attempts": 1}))
+    monkeypatch.setattr(lambda_function, "runtime", client)
+    monkeypatch.setattr(lambda_function, "ENDPOINT_NAME", "dog-breeds-test")
+    with Stubber(client) as stubber:
+        yield lambda_function, stubber
+
+
+class Context:
+    aws_request_id = "req-1"
+
+
+def _queue(stubber, answer):
+    if answer[0] == "ok":
+        body = json.dumps(answer[1]).encode()
+        stubber.add_response("invoke_endpoint", {"Body": StreamingBody(io.BytesIO(body), len(body)),
+                                                 "ContentType": "application/json"})
+    elif answer[0] == "ModelError":
+        stubber.add_client_error("invoke_endpoint", service_error_code="ModelError", http_status_code=424,
+                                 service_message="Received error from primary container",
+                                 modeled_fields={"OriginalStatusCode": answer[1], "OriginalMessage": answer[2],
+                                                 "LogStreamArn": "arn:aws:logs:us-east-1:0:log-group:x"})
+    else:
+        stubber.add_client_error("invoke_endpoint", service_error_code=answer[0], http_status_code=answer[1])
+
+
+def assert_well_formed_function_answer(answer):
+    assert set(answer) == {"statusCode", "headers", "body"}
+    status = answer["statusCode"]
+    assert status == 200 or 400 <= status < 500 or status in SERVER_SIDE_STATUSES, status
+    assert answer["headers"] == {"Content-Type": "application/json"}
+    body = json.loads(answer["body"])
+    if answer["statusCode"] != 200:
+        assert isinstance(body, dict) and "error" in body
+    json.dumps(answer)   # Lambda serialises the return value
+
+
+@examples(1500)
+@given(event=events)
+def test_event_parsing_accepts_a_request_or_says_what_was_expected(function, event):
+    lambda_function, _ = function
+    counted("function parse_event")
+    try:
+        request = lambda_function.parse_event(event)
+    except lambda_function.BadEvent as error:
+        assert str(error)
+        return
+    assert (request.url is None) != (request.image is None)
+    assert request.url is None or (isinstance(request.url, str) and request.url.strip())
+    assert request.image is None or isinstance(request.image, bytes)
+    assert request.top_k is None or (isinstance(request.top_k, int) and request.top_k >= 1)
+
+
+@examples(800)
+@given(event=events, endpoint=endpoint_answers)
+def test_the_function_always_answers_a_well_formed_response(function, event, endpoint):
+    lambda_function, stubber = function
+    counted("function lambda_handler")
+    try:
+        lambda_function.parse_event(event)
+        calls_endpoint = True
+    except lambda_function.BadEvent:
+        calls_endpoint = False
+    if calls_endpoint:
+        _queue(stubber, endpoint)
+    answer = lambda_function.lambda_handler(event, Context())
+    assert_well_formed_function_answer(answer)
+    if not calls_endpoint:
+        assert answer["statusCode"] == 400
+    stubber.assert_no_pending_responses()
+
+
+# ------------------------------------------------------------------------------------------------ input_fn
+
+class HeaderContext:
+    def __init__(self, custom_attributes):
+        self.custom_attributes = custom_attributes
+
+    def get_request_header(self, index, name):
+        return self.custom_attributes if name.lower() == "x-amzn-sagemaker-custom-attributes" else None
+
+
+content_types = st.one_of(st.sampled_from(["application/json", "application/json; charset=utf-8", "image/jpeg",
+                                           "image/png", "image/webp", "application/x-image", "IMAGE/PNG", "",
+                                           None, "text/plain", "*/*", "multipart/form-data; boundary=x"]),
+                          st.text(max_size=30))
+bodies = st.one_of(st.binary(max_size=512), images(), st.text(max_size=80), json_values.map(json.dumps),
+                   request_bodies(base64_of(images())).map(json.dumps))
+custom_attributes = st.one_of(st.none(), st.just("top_k=3"), st.just("top_k=0"), st.just("top_k=abc"),
+                              st.just("a=b; top_k = 2"), st.text(max_size=30))
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.delenv("IMAGE_FETCH_ALLOW_NETWORKS", raising=False)
+    return FakeNetwork(monkeypatch)
+
+
+@examples(1200)
+@given(body=bodies, content_type=content_types, attributes=custom_attributes)
+def test_input_fn_returns_an_image_or_a_typed_client_error(offline, body, content_type, attributes):
+    counted("endpoint input_fn")
+    context = HeaderContext(attributes) if attributes is not None else None
+    try:
+        request = inference.input_fn(body, content_type, context)
+    except InferenceError as error:
+        assert 400 <= error.status_code < 500, error
+        message = json.loads(error.message)
+        assert set(message) == {"error", "message"} and all(isinstance(v, str) for v in message.values())
+        return
+    assert request.image.mode == "RGB" and min(request.image.size) >= 1
+    assert isinstance(request.top_k, int) and request.top_k >= 1
+    assert offline.outside_connections() == []
