@@ -105,15 +105,22 @@ def processes_naming(text):
 
 # ---------------------------------------------------------------------------------------------------- report
 
+_REPORTS = {}   # this run's figures by report name: a concurrent run of the suite must not mix into them
+
+
 def write_report(name, figures):
-    """Merge `figures` into build/reliability/<name>.json (docs/reliability.md quotes these files)."""
+    """Merge `figures` into this run's build/reliability/<name>.json (docs/reliability.md quotes these files).
+
+    The file is replaced as a whole (atomically) with what this run has gathered, so two runs at the same time
+    each leave a consistent file and the last one wins.
+    """
+    report = _REPORTS.setdefault(name, {})
+    report.update(figures)
+    report["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    report["load_average_1_min"] = os.getloadavg()[0]
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     path = REPORT_DIR / f"{name}.json"
-    try:
-        current = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        current = {}
-    current.update(figures)
-    current["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
     return path
