@@ -51,7 +51,7 @@ def local_stack(tmp_path_factory, trained_model_dir):
     trained_model_dir, started with local/stack.py's deploy and stopped at the end.
 
     Attributes: settings (LocalSettings), images (a loopback ImageServer the endpoint may fetch from: deployed with
-    the allow-list 127.0.0.1/32 and a 2 s image fetch timeout), function / endpoint (boto3 lambda and
+    the allow-list 127.0.0.1/32 and a 5 s image fetch timeout), function / endpoint (boto3 lambda and
     sagemaker-runtime clients, one attempt each, so a test sees every error), new_function_client() (another such
     lambda client, one per thread for concurrent callers), canaries (fake AWS credentials in the deploying
     environment, which must not reach the servers). Tests that stop the stack must deploy their own.
@@ -69,7 +69,7 @@ def local_stack(tmp_path_factory, trained_model_dir):
     settings = stack.LocalSettings(
         state_dir=root / "state", endpoint_port=free_port(), function_port=free_port(), model_dir=trained_model_dir,
         archive=trained_model_dir.parent / "model.tar.gz", function_zip=root / "function.zip",
-        url_allow_networks="127.0.0.1/32", image_fetch_timeout_s=2.0)
+        url_allow_networks="127.0.0.1/32", image_fetch_timeout_s=5.0)
     with ImageServer() as images:
         with mock.patch.dict(os.environ, CANARY_CREDENTIALS):
             stack.deploy(settings, progress=lambda message: None)

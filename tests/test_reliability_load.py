@@ -101,6 +101,7 @@ def test_invocations_beyond_the_reserved_concurrency_get_429_at_once(local_stack
             caller.start()
         for caller in callers:
             caller.join(timeout=30)
+        still_held = len(held) == 0   # every extra call was refused while all 10 admitted ones still waited
     finally:
         images.gate.set()
         for holder in holders:
@@ -112,7 +113,8 @@ def test_invocations_beyond_the_reserved_concurrency_get_429_at_once(local_stack
                                        "extra_429_max_ms": round(1000 * latencies[-1], 1) if latencies else None,
                                        "held_ok": held.count(200)}})
     assert [status for status, _ in extra] == [(429, "TooManyRequestsException")] * len(extra_clients)
-    assert latencies[-1] < 1.0, f"a throttled call waited {latencies[-1]:.2f} s instead of failing at once"
+    assert still_held, "an admitted call finished before the extra calls were answered: they may have queued"
+    assert latencies[-1] < 2.0, f"a throttled call waited {latencies[-1]:.2f} s instead of failing at once"
     assert held == [200] * settings.reserved_concurrency
 
 
