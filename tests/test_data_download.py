@@ -193,9 +193,9 @@ def test_ec2_script_fails_loudly_on_a_corrupt_archive(tmp_path):
     body[200:260] = b"\0" * 60
     server = ZipServer(bytes(body))
     try:
+        env = {**os.environ, "DATA_URL": server.url, "DATA_ROOT": str(tmp_path), "MODEL_DIR": str(tmp_path / "m")}
         result = subprocess.run(["bash", str(REPO_ROOT / "training" / "ec2-data-download.sh")], capture_output=True,
-                                text=True, timeout=120, env={**os.environ, "DATA_URL": server.url,
-                                                             "DATA_ROOT": str(tmp_path), "MODEL_DIR": str(tmp_path / "m")})
+                                text=True, timeout=120, env=env)
     finally:
         server.close()
     assert result.returncode != 0

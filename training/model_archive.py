@@ -108,7 +108,9 @@ def build_model_archive(model_dir, archive_path):
     archive_path.parent.mkdir(parents=True, exist_ok=True)
     entries = sorted(p for p in model_dir.rglob("*") if not p.name.startswith("."))
     tmp = archive_path.with_name(f".{archive_path.name}.tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as zipped, \
+    # mtime=0 and no file name in the gzip header; level 6: weights barely compress, 9 only costs time
+    with open(tmp, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as zipped, \
             tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in entries:
             tar.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False, filter=_normalized)

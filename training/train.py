@@ -37,13 +37,14 @@ from checkpointing import (CheckpointMismatch, TrainingInterrupted, load_checkpo
 from distributed_env import setup_distributed, setup_logging, teardown_distributed  # noqa: E402
 from feature_cache import backbone_digest, cache_key, cached_features, extract_features  # noqa: E402
 from imagefolder_data import DataError, ImageSamples, collate_skipping_bad, scan_data  # noqa: E402
-from model_archive import build_model_archive, unwrap_model, write_model_dir  # noqa: E402
+from model_archive import build_model_archive, write_model_dir  # noqa: E402
 
 log = logging.getLogger("train")
 
 MODES = ("head", "finetune")
 SPLIT_METRICS = ("loss", "accuracy", "top5_accuracy")
 INTERRUPTED_EXIT_CODE = 128 + signal.SIGTERM
+SAME_AS_MODEL = "same-as-model"     # checkpoint's best_model when the best epoch is the latest
 
 # Named sets of defaults; flags given on the command line still win. `synthetic-cpu` is what `invoke train` and
 # `invoke deploy` use on the generated data set when the real one is absent: sized for 2 CPU cores.
@@ -102,8 +103,9 @@ def get_args_parser():
         help="stop after this many epochs without a lower valid loss (0: never stop early)")
     add("--image-size", "--image_size", dest="image_size", type=int, default=224, help="input size in pixels")
     add("--seed", type=int, default=0, help="random seed (same seed, same data, same flags: same result)")
-    add("--num-workers", "--num_workers", dest="num_workers", type=int, default=2,
-        help="data loader worker processes per training process")
+    add("--num-workers", "--num_workers", dest="num_workers", type=int, default=-1,
+        help="data loader worker processes per training process (-1: automatic, the process's share of the "
+             "cores, up to 16 with a GPU and 4 without)")
     add("--threads", type=int, default=0,
         help="CPU threads per process (0: torch's default, or cores / processes under torchrun)")
     add("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when available")
@@ -129,8 +131,8 @@ def _check_args(args):
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.lr <= 0:
         raise UsageError(f"--lr must be positive, got {args.lr}")
-    if args.patience < 0 or args.num_workers < 0 or args.threads < 0:
-        raise UsageError("--patience, --num-workers and --threads cannot be negative")
+    if args.patience < 0 or args.num_workers < -1 or args.threads < 0:
+        raise UsageError("--patience and --threads cannot be negative, --num-workers is -1 (automatic) or more")
 
 
 def _fingerprint(args, data):
@@ -457,6 +459,9 @@ def _train(args, env, device_type):
     threads = args.threads or (max(1, (os.cpu_count() or 1) // env.local_world_size) if env.enabled else 0)
     if threads:
         torch.set_num_threads(threads)
+    if args.num_workers < 0:
+        cores = max(1, (os.cpu_count() or 1) // env.local_world_size)
+        args.num_workers = min(16, cores) if device_type == "cuda" else min(4, cores // 2)
     if device_type == "cuda":
         torch.backends.cudnn.benchmark = True
     try:
@@ -512,6 +517,8 @@ def _fit(run, checkpoint, fingerprint, started):
         scheduler.load_state_dict(checkpoint["scheduler"])
         for key in state:
             state[key] = checkpoint[key]
+        if state["best_model"] == SAME_AS_MODEL:
+            state["best_model"] = checkpoint["model"]
         ranks_rng = checkpoint["rng"]
         if len(ranks_rng) == env.world_size:
             set_rng_state(ranks_rng[env.rank])
@@ -524,10 +531,13 @@ def _fit(run, checkpoint, fingerprint, started):
 
     def checkpoint_state(in_progress):
         rngs = env.gather(rng_state())
+        # When the epoch just finished is the best one, its weights are stored once, not twice.
+        best_is_current = in_progress is None and state["best_epoch"] == state["epoch"]
         return {"fingerprint": fingerprint, "model": trainer.trained.state_dict(),
                 "backbone_digest": getattr(trainer, "backbone_digest", None),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs,
-                "args": vars(args), **{**state, "in_progress": in_progress}}
+                "args": vars(args), **{**state, "in_progress": in_progress},
+                **({"best_model": SAME_AS_MODEL} if best_is_current else {})}
 
     def on_interrupt(batch_number, sums):
         snapshot = checkpoint_state({"epoch": epoch, "batch": batch_number, "sums": sums.values})

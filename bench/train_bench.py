@@ -1,0 +1,141 @@
+"""Training benchmarks, measured side by side in one run on this machine.
+
+(a) head mode: 10 epochs in all (feature extraction included) over the time of ONE backbone forward pass over the
+    same images. Goal <= 1.3 (the original ran the frozen backbone every epoch: ratio ~10).
+(b) distributed fine-tuning, the same work three ways: 1 process x 1 thread, 1 process x 2 threads (this
+    machine's own parallel ceiling) and 2 torchrun processes x 1 thread. Goal: 2 processes reach >= 95% of the
+    2-thread speed-up, with test accuracy within 2 points.
+
+    .venv/bin/python bench/train_bench.py [--data data/synthetic] [--quick] [--json build/bench/train_bench.json]
+
+Runs on the synthetic set (made if missing) unless --data is given; on a GPU machine pass --device cuda (and a
+bigger --arch/--image-size) to time the GPU path.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO_ROOT / "training"), str(REPO_ROOT / "inference")]
+
+import torch  # noqa: E402
+
+import synthetic  # noqa: E402
+import train  # noqa: E402
+from architectures import build_model  # noqa: E402
+from feature_cache import extract_features  # noqa: E402
+from imagefolder_data import scan_data  # noqa: E402
+
+TRAIN_SCRIPT = REPO_ROOT / "training" / "train.py"
+
+
+def one_forward_pass(data_dir, arch, image_size, batch_size, num_workers, device):
+    """Seconds of one backbone forward pass (decode, eval transform, forward) over every split's images."""
+    data = scan_data(data_dir)
+    torch.manual_seed(0)
+    backbone = build_model(arch, len(data.class_names), "none").backbone.to(device).eval()
+    started = time.perf_counter()
+    for split in data.splits.values():
+        extract_features(backbone, split.samples, list(range(len(split))), image_size=image_size,
+                         batch_size=batch_size, num_workers=num_workers, device=torch.device(device),
+                         autocast=lambda: torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
+                         else nullcontext(), channels_last=False, should_stop=lambda: False, progress_label=None)
+    return time.perf_counter() - started, sum(len(s) for s in data.splits.values())
+
+
+def head_mode_ratio(args, work):
+    torch.set_num_threads(args.threads)
+    forward_s, images = one_forward_pass(args.data, args.arch, args.image_size, 64, args.num_workers, args.device)
+    train_args = train.parse_args([
+        "--data", str(args.data), "--arch", args.arch, "--weights", "none", "--mode", "head", "--epochs", "10",
+        "--patience", "0", "--image-size", str(args.image_size), "--batch-size", "64",
+        "--num-workers", str(args.num_workers), "--threads", str(args.threads), "--device", args.device,
+        "--model-dir", str(work / "head" / "model"), "--output-dir", str(work / "head" / "out"),
+        "--checkpoint-dir", str(work / "head" / "ck"), "--no-resume"])
+    started = time.perf_counter()
+    report = train.main(train_args)
+    total_s = time.perf_counter() - started
+    return {"images": images, "one_forward_pass_s": round(forward_s, 2), "head_10_epochs_total_s": round(total_s, 2),
+            "feature_extraction_s": report["feature_extraction_seconds"],
+            "ratio": round(total_s / forward_s, 3), "goal": "<= 1.3",
+            "test_accuracy": report["final"].get("test_accuracy")}
+
+
+def finetune_run(args, work, name, processes, threads):
+    out = work / name
+    flags = ["--data", str(args.data), "--arch", args.arch, "--weights", "none", "--mode", "finetune",
+             "--epochs", str(args.epochs), "--patience", "0", "--image-size", str(args.image_size),
+             "--batch-size", "32", "--num-workers", "0", "--threads", str(threads), "--device", args.device,
+             "--model-dir", str(out / "model"), "--output-dir", str(out / "out"), "--checkpoint-dir",
+             str(out / "ck"), "--no-resume"]
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    started = time.perf_counter()
+    result = subprocess.run(launcher + [str(TRAIN_SCRIPT)] + flags, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    report = json.loads((out / "out" / "metrics.json").read_text())
+    epochs_s = sum(row["epoch_seconds"] for row in report["history"])
+    return {"processes": processes, "threads": threads, "epochs_s": round(epochs_s, 2), "wall_s": round(wall, 2),
+            "test_accuracy": report["final"]["test_accuracy"], "train_samples_per_rank":
+                report["train_samples_per_rank"]}
+
+
+def scaling(args, work):
+    runs = {name: finetune_run(args, work, name, processes, threads)
+            for name, processes, threads in (("1x1", 1, 1), ("1x2", 1, 2), ("2x1", 2, 1))}
+    base = runs["1x1"]["epochs_s"]
+    ceiling = base / runs["1x2"]["epochs_s"]
+    ddp = base / runs["2x1"]["epochs_s"]
+    return {"runs": runs, "speedup_2_threads": round(ceiling, 3), "speedup_2_processes": round(ddp, 3),
+            "efficiency_vs_ceiling": round(ddp / ceiling, 3), "goal": ">= 0.95",
+            "test_accuracy_gap_points":
+                round(100 * abs(runs["2x1"]["test_accuracy"] - runs["1x1"]["test_accuracy"]), 1)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None, help="ImageFolder set (default: the synthetic set)")
+    parser.add_argument("--arch", default="resnet18", help="backbone")
+    parser.add_argument("--image-size", type=int, default=96, help="input size")
+    parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs per scaling run")
+    parser.add_argument("--threads", type=int, default=2, help="threads for the head-mode measurement")
+    parser.add_argument("--num-workers", type=int, default=0, help="loader workers for the head-mode measurement")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--skip", choices=("head", "scaling"), action="append", default=[], help="skip a part")
+    parser.add_argument("--json", type=Path, default=REPO_ROOT / "build" / "bench" / "train_bench.json",
+                        help="where the figures are written")
+    args = parser.parse_args(argv)
+    if args.data is None:
+        args.data = synthetic.make_synthetic_dataset(REPO_ROOT / "data" / "synthetic")
+    results = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "device": args.device,
+                           "load_average_at_start": os.getloadavg()},
+               "settings": {"data": str(args.data), "arch": args.arch, "image_size": args.image_size,
+                            "epochs": args.epochs}}
+    with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
+        work = Path(tmp)
+        if "head" not in args.skip:
+            results["head_mode"] = head_mode_ratio(args, work)
+            print(json.dumps({"head_mode": results["head_mode"]}, indent=2), flush=True)
+        if "scaling" not in args.skip:
+            results["scaling"] = scaling(args, work)
+            print(json.dumps({"scaling": results["scaling"]}, indent=2), flush=True)
+    results["machine"]["load_average_at_end"] = os.getloadavg()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"figures written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
