@@ -68,7 +68,7 @@ def train(c, target="local", workers=1, instances=1, spot=False, fresh=False):
     try:
         model_dir = local_run.train_locally(c.config, workers=int(workers), fresh=fresh)
     except local_run.LocalTrainingError as error:
-        raise Exit(None if error.exit_code == 2 else str(error), code=error.exit_code)
+        raise Exit(None if error.already_reported else str(error), code=error.exit_code)
     print(f"model directory {model_dir}, archive {c.config.train.archive}")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import download
 import synthetic
+from imagefolder_data import DataError, scan_data
 from model_archive import CODE_DIR, CONFIG_FILE, WEIGHTS_FILE, build_model_archive
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
@@ -23,11 +24,13 @@ log = logging.getLogger("train")
 
 
 class LocalTrainingError(RuntimeError):
-    """Training did not produce a model; `exit_code` is the training process's status."""
+    """Training did not produce a model; `exit_code` is the training process's status, `already_reported` says
+    whether train.py printed the reason itself (its one-line `error: ...`)."""
 
-    def __init__(self, message, exit_code=1):
+    def __init__(self, message, exit_code=1, already_reported=False):
         super().__init__(message)
         self.exit_code = exit_code
+        self.already_reported = already_reported
 
 
 def _section(config, name):
@@ -76,11 +79,18 @@ def train_locally(config, *, workers=1, fresh=False, extra_args=(), progress=Non
     """Train with the configured paths; returns the model directory (model.tar.gz is written as well)."""
     progress = sys.stderr.isatty() if progress is None else progress
     data, preset = training_data(config, progress=progress)
+    if int(workers) > 1:
+        # torchrun would wrap each process's one-line error in its own report; check the data first instead
+        try:
+            scan_data(data)
+        except DataError as error:
+            raise LocalTrainingError(f"error: {error}", 2) from None
     command = train_command(config, data=data, preset=preset, workers=workers, fresh=fresh, extra_args=extra_args)
     log.info("running %s", shlex.join(command))
     result = subprocess.run(command)
     if result.returncode != 0:
-        raise LocalTrainingError(f"training exited with status {result.returncode}", result.returncode)
+        raise LocalTrainingError(f"training exited with status {result.returncode}", result.returncode,
+                                 already_reported=result.returncode == 2)
     return Path(_setting(config, "train", "model_dir", "build/model"))
 
 
