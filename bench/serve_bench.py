@@ -1,0 +1,395 @@
+"""Serving benchmark: the local stack (function + endpoint) against inference.py's four functions in-process.
+
+From one run, same machine, same model and images:
+  (a) p50/p99 latency of one prediction through function and endpoint vs the four functions in-process
+      (goal: stack p50 <= 1.1 x in-process p50 + 5 ms)
+  (b) images/s with 10 concurrent clients through the stack vs the best in-process images/s with every core busy
+      (goal: ratio >= 0.85), plus where the CPU goes per request (caller, function, endpoint)
+  (c) a 12-megapixel JPEG vs a 0.2-megapixel one, end to end by URL (goal: <= 2x)
+  (d) model_fn cold start in a fresh process, and `invoke deploy` to the first answer when the model exists
+
+    .venv/bin/python bench/serve_bench.py                        # the model `invoke deploy` serves (build/model)
+    .venv/bin/python bench/serve_bench.py --arch resnet50 --image-size 224   # an untrained ResNet-50 (timing only)
+
+It deploys its own stack (state in build/bench/, free ports), so a running `invoke deploy` is not disturbed, and
+writes the figures to build/bench/serve_bench-<arch>-<size>.json. Stack and in-process measurements alternate
+(request by request for latency, window by window for throughput), so both see the same machine load.
+"""
+
+import argparse
+import base64
+import io
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "training"), str(REPO_ROOT / "inference"), str(REPO_ROOT / "tests")]
+
+import boto3  # noqa: E402
+from botocore.config import Config  # noqa: E402
+from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
+
+from local import stack  # noqa: E402
+from serving_testlib import ImageServer, free_port  # noqa: E402
+
+BENCH_DIR = REPO_ROOT / "build" / "bench"
+
+
+def photo_like_jpeg(width, height, seed=0, quality=90):
+    """A JPEG with photo-like content (gradients, shapes, blur, grain), so decoding costs what a photo costs."""
+    import random
+
+    rng = random.Random(seed)
+    image = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(image)
+    for y in range(0, height, max(1, height // 64)):
+        shade = int(90 + 100 * y / height)
+        draw.rectangle((0, y, width, y + height // 64 + 1), fill=(shade, int(shade * 0.8), 70))
+    for _ in range(40):
+        x, y, r = rng.randrange(width), rng.randrange(height), rng.randrange(width // 40, width // 6)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(rng.randrange(256) for _ in range(3)))
+    image = image.filter(ImageFilter.GaussianBlur(radius=max(1, width // 400)))
+    noise = Image.effect_noise((width, height), 24).convert("RGB")
+    image = Image.blend(image, noise, 0.12)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def percentile(samples, q):
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(samples):
+    return {"p50_ms": 1000 * percentile(samples, 50), "p99_ms": 1000 * percentile(samples, 99),
+            "mean_ms": 1000 * statistics.fmean(samples), "n": len(samples)}
+
+
+# ------------------------------------------------------------------------------------------------- in-process
+
+def _in_process_predictor(model_dir, threads=1):
+    import torch
+
+    torch.set_num_threads(threads)
+    import inference
+
+    model = inference.model_fn(str(model_dir))
+
+    def predict(body, content_type="image/jpeg"):
+        data = inference.input_fn(body, content_type)
+        return inference.output_fn(inference.predict_fn(data, model), "application/json")[0]
+
+    return predict
+
+
+def _throughput_worker(model_dir, threads, image, ready, running, stop, counts, index):
+    predict = _in_process_predictor(model_dir, threads)
+    for _ in range(3):
+        predict(image)
+    with ready.get_lock():
+        ready.value += 1
+    while not stop.is_set():
+        if running.wait(timeout=0.1):
+            predict(image)
+            counts[index] += 1
+
+
+class InProcessPool:
+    """`processes` processes with `threads` torch threads each, predicting only while `window` runs, so
+    in-process and through-the-stack windows can alternate under the same machine load."""
+
+    def __init__(self, model_dir, image, processes, threads):
+        context = multiprocessing.get_context("spawn")
+        self.ready, self.running, self.stop = context.Value("i", 0), context.Event(), context.Event()
+        self.counts = context.Array("i", processes, lock=False)
+        self.workers = [context.Process(target=_throughput_worker, daemon=True,
+                                        args=(model_dir, threads, image, self.ready, self.running, self.stop,
+                                              self.counts, i)) for i in range(processes)]
+        for worker in self.workers:
+            worker.start()
+        while self.ready.value < processes:   # every process has loaded its model and warmed up
+            if not all(worker.is_alive() for worker in self.workers):
+                raise RuntimeError("an in-process throughput worker died")
+            time.sleep(0.1)
+
+    def window(self, seconds):
+        before = sum(self.counts)
+        self.running.set()
+        time.sleep(seconds)
+        self.running.clear()
+        time.sleep(0.3)   # let the last predictions finish
+        return (sum(self.counts) - before) / seconds
+
+    def close(self):
+        self.stop.set()
+        for worker in self.workers:
+            worker.join(timeout=10)
+
+
+def cold_start(model_dir):
+    """Seconds to import inference.py (torch, torchvision) and run model_fn, in a fresh process."""
+    code = (
+        "import sys, time, json; t0 = time.perf_counter(); "
+        f"sys.path.insert(0, {str(Path(model_dir) / 'code')!r}); import torch; torch.set_num_threads(1); "
+        "import inference; t1 = time.perf_counter(); "
+        f"inference.model_fn({str(model_dir)!r}); t2 = time.perf_counter(); "
+        "print(json.dumps({'import_s': t1 - t0, 'model_fn_s': t2 - t1}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------------- stack
+
+def group_cpu_seconds(pgid):
+    """User + system CPU seconds of the live processes of a process group (a server and its workers)."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def own_cpu_seconds():
+    usage = os.times()
+    return usage.user + usage.system
+
+def lambda_client(settings, pool):
+    return boto3.client("lambda", endpoint_url=settings.function_url, region_name=settings.region,
+                        aws_access_key_id="bench", aws_secret_access_key="bench",
+                        config=Config(read_timeout=120, max_pool_connections=pool,
+                                      retries={"mode": "standard", "total_max_attempts": 1}))
+
+
+def call_function(client, settings, event):
+    response = client.invoke(FunctionName=settings.function_name, Payload=event)
+    answer = json.loads(response["Payload"].read())
+    if response.get("FunctionError") or answer.get("statusCode") != 200:
+        raise RuntimeError(f"the stack answered {answer}")
+    return answer
+
+
+def timed_calls(fn, count):
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def stack_throughput(client, settings, event, clients, seconds):
+    counts = [0] * clients
+    errors = []
+    deadline = time.perf_counter() + seconds
+
+    def loop(index):
+        while time.perf_counter() < deadline:
+            try:
+                call_function(client, settings, event)
+                counts[index] += 1
+            except Exception as error:  # a throttle or failure would make the figure meaningless: report it
+                errors.append(repr(error))
+                return
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} concurrent calls failed, first: {errors[0]}")
+    return sum(counts) / seconds
+
+
+def deploy_to_first_answer(settings, model_dir, archive):
+    """`invoke deploy` as a user runs it, with the model present; returns the wall time until it returned
+    (it returns after its smoke test, the first answer through the function)."""
+    env = {**os.environ, "INVOKE_TARGET": "local", "INVOKE_TRAIN_MODEL_DIR": str(model_dir),
+           "INVOKE_TRAIN_ARCHIVE": str(archive), "INVOKE_LOCAL_STATE_DIR": str(settings.state_dir),
+           "INVOKE_LOCAL_ENDPOINT_PORT": str(settings.endpoint_port),
+           "INVOKE_LOCAL_FUNCTION_PORT": str(settings.function_port),
+           "INVOKE_LOCAL_URL_ALLOW_NETWORKS": settings.url_allow_networks,
+           "INVOKE_LOCAL_ENDPOINT_WORKERS": str(settings.endpoint_workers)}
+    started = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).parent / "invoke"), "deploy"], cwd=REPO_ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+# ----------------------------------------------------------------------------------------------------- main
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model-dir", default=str(REPO_ROOT / "build" / "model"),
+                        help="model directory to serve (what `invoke deploy` serves)")
+    parser.add_argument("--arch", default=None,
+                        help="instead of --model-dir, build an untrained model of this arch (timings only)")
+    parser.add_argument("--image-size", type=int, default=224, help="image size of the --arch model")
+    parser.add_argument("--requests", type=int, default=100, help="sequential requests per latency figure")
+    parser.add_argument("--clients", type=int, default=10, help="concurrent clients for the throughput figure")
+    parser.add_argument("--seconds", type=float, default=24,
+                        help="total length of each throughput measurement, split into --rounds windows")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating windows per throughput measurement")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="endpoint worker processes")
+    return parser
+
+
+def prepare_model(args, work):
+    if not args.arch:
+        model_dir = Path(args.model_dir)
+        if not (model_dir / "model_config.json").exists():
+            raise SystemExit(f"no model in {model_dir}: run `invoke deploy` (or `invoke train`) first, or use --arch")
+        return model_dir
+    from architectures import build_model
+    from model_archive import write_model_dir
+
+    model_dir = work / f"model-{args.arch}-{args.image_size}"
+    write_model_dir(model_dir, build_model(args.arch, 133, weights="none"), arch=args.arch,
+                    class_names=[f"breed_{i:03d}" for i in range(133)], image_size=args.image_size,
+                    weights="none", mode="untrained-benchmark")
+    return model_dir
+
+
+def main(args):
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="serve-bench-", dir=BENCH_DIR))
+    model_dir = prepare_model(args, work)
+    config = json.loads((model_dir / "model_config.json").read_text())
+    label = f"{config['arch']}-{config['image_size']}"
+    settings = stack.LocalSettings(state_dir=BENCH_DIR / "state", endpoint_port=free_port(),
+                                   function_port=free_port(), endpoint_workers=args.workers, model_dir=model_dir,
+                                   archive=work / "model.tar.gz", url_allow_networks="127.0.0.1/32")
+    small, large = photo_like_jpeg(516, 388), photo_like_jpeg(4000, 3000)   # 0.2 MP and 12 MP
+    print(f"model {label} ({config['num_classes']} classes), {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}; images {len(small) // 1024} KiB (0.2 MP), {len(large) // 1024} KiB (12 MP)",
+          flush=True)
+    results = {"model": label, "cores": os.cpu_count(), "load_average_at_start": os.getloadavg()[0]}
+
+    # (d) cold start first, while nothing else of ours runs
+    results["cold_start"] = cold_start(model_dir)
+    print(f"(d) cold start: import inference.py {results['cold_start']['import_s']:.2f} s, "
+          f"model_fn {results['cold_start']['model_fn_s']:.2f} s", flush=True)
+
+    predict = _in_process_predictor(model_dir, threads=1)   # one torch thread, like an endpoint worker
+    for _ in range(5):
+        predict(small)
+
+    with ImageServer() as images:
+        images.image("/small.jpg", small)
+        images.image("/large.jpg", large)
+        stack.prepare_model_archive(settings, progress=lambda message: None)
+        results["deploy_to_first_answer_s"] = deploy_to_first_answer(settings, model_dir, settings.archive)
+        pools = {}
+        try:
+            state = stack.read_state(settings)
+            client = lambda_client(settings, pool=args.clients + 2)
+            image_event = json.dumps({"image": base64.b64encode(small).decode()}).encode()
+            for _ in range(10):
+                call_function(client, settings, image_event)
+
+            # (a) one in-process prediction, one through the stack, alternately: both see the same machine load
+            in_process_samples, stack_samples = [], []
+            for _ in range(args.requests):
+                in_process_samples += timed_calls(lambda: predict(small), 1)
+                stack_samples += timed_calls(lambda: call_function(client, settings, image_event), 1)
+            in_process, through_stack = summary(in_process_samples), summary(stack_samples)
+            goal = 1.1 * in_process["p50_ms"] + 5
+            results["a_latency"] = {"in_process": in_process, "stack": through_stack, "goal_p50_ms": goal,
+                                    "met": through_stack["p50_ms"] <= goal}
+            print(f"(a) latency p50/p99: in-process {in_process['p50_ms']:.1f}/{in_process['p99_ms']:.1f} ms, "
+                  f"through function+endpoint {through_stack['p50_ms']:.1f}/{through_stack['p99_ms']:.1f} ms "
+                  f"(goal p50 <= {goal:.1f} ms: {'met' if results['a_latency']['met'] else 'MISSED'})", flush=True)
+
+            # where the CPU goes per request: the caller's boto3, the function process, the endpoint processes
+            count = args.requests
+            marks = (own_cpu_seconds(), group_cpu_seconds(state["function"]["pid"]),
+                     group_cpu_seconds(state["endpoint"]["pid"]))
+            timed_calls(lambda: call_function(client, settings, image_event), count)
+            spent = [after - before for after, before in zip(
+                (own_cpu_seconds(), group_cpu_seconds(state["function"]["pid"]),
+                 group_cpu_seconds(state["endpoint"]["pid"])), marks)]
+            mark = own_cpu_seconds()
+            timed_calls(lambda: predict(small), count)
+            model_cpu = own_cpu_seconds() - mark
+            results["cpu_ms_per_request"] = {"client_boto3": 1000 * spent[0] / count,
+                                             "function": 1000 * spent[1] / count,
+                                             "endpoint": 1000 * spent[2] / count,
+                                             "in_process_four_functions": 1000 * model_cpu / count}
+            cpu = results["cpu_ms_per_request"]
+            print(f"    CPU per request: caller (boto3) {cpu['client_boto3']:.1f} ms, function {cpu['function']:.1f} ms, "
+                  f"endpoint {cpu['endpoint']:.1f} ms; in-process four functions {cpu['in_process_four_functions']:.1f} ms",
+                  flush=True)
+
+            # (c) 12 MP vs 0.2 MP by URL, end to end, alternately
+            url_event = {size: json.dumps({"url": images.url(f"/{size}.jpg")}).encode() for size in ("small", "large")}
+            for size in ("small", "large"):
+                for _ in range(3):
+                    call_function(client, settings, url_event[size])
+            samples = {"small": [], "large": []}
+            for _ in range(max(20, args.requests // 3)):
+                for size in ("small", "large"):
+                    samples[size] += timed_calls(lambda: call_function(client, settings, url_event[size]), 1)
+            by_size = {size: summary(samples[size]) for size in samples}
+            ratio = by_size["large"]["p50_ms"] / by_size["small"]["p50_ms"]
+            full_decode = summary(timed_calls(lambda: Image.open(io.BytesIO(large)).convert("RGB"), 5))
+            results["c_large_image"] = {"small_0_2mp": by_size["small"], "large_12mp": by_size["large"],
+                                        "ratio": ratio, "met": ratio <= 2,
+                                        "full_12mp_decode_ms_for_reference": full_decode["p50_ms"]}
+            print(f"(c) by URL end to end p50: 0.2 MP {by_size['small']['p50_ms']:.1f} ms, 12 MP "
+                  f"{by_size['large']['p50_ms']:.1f} ms: {ratio:.2f}x (goal <= 2x: "
+                  f"{'met' if ratio <= 2 else 'MISSED'}; a full 12 MP decode alone takes {full_decode['p50_ms']:.0f} ms)",
+                  flush=True)
+
+            # (b) throughput: windows of the stack under 10 clients alternate with windows of in-process pools
+            cores = os.cpu_count()
+            pools = {f"{cores} processes x 1 thread": InProcessPool(model_dir, small, cores, 1),
+                     f"1 process x {cores} threads": InProcessPool(model_dir, small, 1, cores)}
+            stack_throughput(client, settings, image_event, args.clients, 3)   # warm every connection
+            window = args.seconds / args.rounds
+            stack_rates, pool_rates = [], {name: [] for name in pools}
+            for _ in range(args.rounds):
+                stack_rates.append(stack_throughput(client, settings, image_event, args.clients, window))
+                for name, pool in pools.items():
+                    pool_rates[name].append(pool.window(window))
+        finally:
+            for pool in pools.values():
+                pool.close()
+            stack.destroy(settings)
+
+    stack_rate = statistics.fmean(stack_rates)
+    candidates = {name: statistics.fmean(rates) for name, rates in pool_rates.items()}
+    best_name, best_rate = max(candidates.items(), key=lambda item: item[1])
+    ratio = stack_rate / best_rate
+    results["b_throughput"] = {"stack_img_s": stack_rate, "clients": args.clients, "in_process_img_s": candidates,
+                               "best_in_process": best_name, "ratio": ratio, "met": ratio >= 0.85,
+                               "rounds": args.rounds, "window_s": window}
+    print(f"(b) throughput: stack with {args.clients} clients {stack_rate:.1f} img/s; in-process "
+          + ", ".join(f"{name} {rate:.1f} img/s" for name, rate in candidates.items())
+          + f"; ratio {ratio:.2f} (goal >= 0.85: {'met' if ratio >= 0.85 else 'MISSED'})", flush=True)
+    print(f"(d) invoke deploy to first answer, model present: {results['deploy_to_first_answer_s']:.1f} s", flush=True)
+    results["load_average_at_end"] = os.getloadavg()[0]
+    out = BENCH_DIR / f"serve_bench-{label}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"figures written to {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
