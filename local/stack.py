@@ -10,6 +10,7 @@ stopped even when stack.json is gone.
 
 import base64
 import io
+import ipaddress
 import json
 import os
 import signal
@@ -405,6 +406,12 @@ def smoke_test(settings):
 
 def deploy(settings, ensure_model=None, progress=print):
     """(Re)start the local stack; returns the state written to stack.json."""
+    for network in filter(None, (part.strip() for part in settings.url_allow_networks.split(","))):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise StackError(f"local.url_allow_networks: {network!r} is not an address or CIDR "
+                             "(e.g. 127.0.0.1/32)") from None
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     config = prepare_model_archive(settings, ensure_model, progress)
     progress(f"building {settings.function_zip}")

@@ -1,0 +1,38 @@
+"""The local stack's settings come from invoke.yaml / INVOKE_* and bad ones stop deploy with one line."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from local.stack import REPO_ROOT, LocalSettings
+
+INVOKE = str(Path(sys.executable).parent / "invoke")
+
+
+def test_settings_from_invoke_config_with_paths_under_the_repository():
+    settings = LocalSettings.from_config({
+        "local": {"state_dir": "my-state", "endpoint_port": 18080, "function_port": 19001, "endpoint_workers": 3,
+                  "reserved_concurrency": 4, "url_allow_networks": "127.0.0.1/32", "image_fetch_timeout_s": 2},
+        "train": {"model_dir": "/abs/model", "archive": "out/model.tar.gz"},
+        "aws": {"region": "eu-west-1"},
+    })
+    assert settings.state_dir == REPO_ROOT / "my-state"
+    assert settings.model_dir == Path("/abs/model") and settings.archive == REPO_ROOT / "out/model.tar.gz"
+    assert (settings.endpoint_url, settings.function_url) == ("http://127.0.0.1:18080", "http://127.0.0.1:19001")
+    assert (settings.endpoint_workers, settings.reserved_concurrency, settings.region) == (3, 4, "eu-west-1")
+    assert settings.image_fetch_timeout_s == 2.0
+
+
+def test_the_url_allow_list_is_off_unless_set():
+    assert LocalSettings.from_config({"local": {}}).url_allow_networks == ""
+
+
+def test_a_bad_allow_list_stops_deploy_with_one_line(tmp_path):
+    env = {**os.environ, "INVOKE_LOCAL_URL_ALLOW_NETWORKS": "localhost",
+           "INVOKE_LOCAL_STATE_DIR": str(tmp_path / "state")}
+    result = subprocess.run([INVOKE, "deploy"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip() == ("deploy failed: local.url_allow_networks: 'localhost' is not an address or "
+                                     "CIDR (e.g. 127.0.0.1/32)")
+    assert not (tmp_path / "state").exists()
