@@ -182,7 +182,7 @@ variable "function" {
   type = object({
     runtime                = optional(string, "python3.12")
     architecture           = optional(string, "arm64")
-    timeout                = optional(number, 90)
+    timeout                = optional(number, 140)
     memory_size            = optional(number, 256)
     reserved_concurrency   = optional(number, 10)
     log_level              = optional(string, "INFO")

@@ -212,3 +212,16 @@ def test_a_missing_endpoint_name_is_a_clear_500(function, monkeypatch):
     monkeypatch.setattr(function, "ENDPOINT_NAME", "")
     response = function.lambda_handler({"url": "https://dogs.example/pug.jpg"}, Context())
     assert response["statusCode"] == 500 and "ENDPOINT_NAME" in body_of(response)["message"]
+
+
+def test_terraform_gives_the_function_time_for_every_endpoint_attempt_it_makes(function):
+    """Lambda must not kill the function while its client still waits: a hung model must come back as a 504."""
+    import hcl2
+
+    with open(LAMBDA_FILE.parent.parent / "terraform" / "modules" / "lambda" / "variables.tf") as handle:
+        variables = {name: body for entry in hcl2.load(handle)["variable"] for name, body in entry.items()}
+    default = variables["timeout"]["default"]
+    lambda_timeout_s = default[0] if isinstance(default, list) else default
+    config = function.runtime.meta.config
+    attempts = config.retries["total_max_attempts"]
+    assert lambda_timeout_s > attempts * (config.connect_timeout + config.read_timeout)

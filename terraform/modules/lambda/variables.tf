@@ -57,9 +57,9 @@ variable "architecture" {
 }
 
 variable "timeout" {
-  description = "Seconds an invocation may run (1-900). Above the endpoint's 60 s model timeout plus the client's connect time, so a slow model is reported, not cut off."
+  description = "Seconds an invocation may run (1-900). Above two attempts of the function's 65 s endpoint read timeout (a container has 60 s to answer) plus connect time, so a slow model is reported as 504, not cut off."
   type        = number
-  default     = 90
+  default     = 140
 
   validation {
     condition     = var.timeout >= 1 && var.timeout <= 900
