@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 # inference/ holds the code shared with serving (preprocessing, architectures); it sits next to training/.
@@ -38,6 +38,7 @@ from distributed_env import setup_distributed, setup_logging, teardown_distribut
 from feature_cache import backbone_digest, cache_key, cached_features, extract_features  # noqa: E402
 from imagefolder_data import DataError, ImageSamples, collate_skipping_bad, scan_data  # noqa: E402
 from model_archive import build_model_archive, write_model_dir  # noqa: E402
+from training_curve import write_training_curve  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -85,8 +86,8 @@ def get_args_parser():
         help="metrics.json and training_curve.png (SM_OUTPUT_DATA_DIR on SageMaker)")
     add("--checkpoint-dir", "--checkpoint_dir", dest="checkpoint_dir", default=checkpoint_default,
         help="checkpoints, every epoch; a run resumes from the one it finds here")
-    add("--feature-cache-dir", "--feature_cache_dir", dest="feature_cache_dir", default=None,
-        help="head mode: where backbone features are cached (default: <checkpoint-dir>/features)")
+    add("--feature-cache-dir", "--feature_cache_dir", dest="feature_cache_dir", default="",
+        help="head mode: where backbone features are cached (empty: <checkpoint-dir>/features)")
     add("--archive", default="", help="also write model.tar.gz of the model directory here (empty: do not)")
     add("--arch", choices=ARCHITECTURES, default="resnet50", help="backbone")
     add("--weights", choices=WEIGHT_CHOICES, default="imagenet",
@@ -188,7 +189,7 @@ class Sums:
 
 
 class Run:
-    """State shared by both modes: process group, device, model, optimizer, stop flag."""
+    """State shared by both modes: process group, device, data, model, SIGTERM flag, batch size per rank."""
 
     def __init__(self, args, env, device, data, model):
         self.args, self.env, self.device, self.data, self.model = args, env, device, data, model
@@ -196,6 +197,9 @@ class Run:
         self.amp = device.type == "cuda"
         self.channels_last = device.type == "cuda"
         self.per_rank_batch = max(1, args.batch_size // env.world_size)
+        if self.per_rank_batch * env.world_size != args.batch_size:
+            log.warning("--batch-size %d is not a multiple of %d processes: each process takes %d",
+                        args.batch_size, env.world_size, self.per_rank_batch)
         self.show_progress = env.is_main and sys.stderr.isatty()
 
     def autocast(self):
@@ -211,13 +215,26 @@ class Run:
         """Indices this rank evaluates: every world_size-th sample from its rank on, nothing repeated."""
         return list(range(self.env.rank, count, self.env.world_size))
 
-    def loader(self, dataset, indices, shuffle=False):
+    def loader(self, dataset, indices):
         return torch.utils.data.DataLoader(
             dataset, batch_size=self.per_rank_batch, sampler=indices, num_workers=self.args.num_workers,
             collate_fn=collate_skipping_bad, pin_memory=self.device.type == "cuda",
             # its own generator: creating an iterator must not draw from the global RNG that dropout uses,
             # or a run resumed mid-epoch would see a different random stream than an uninterrupted one
             generator=torch.Generator().manual_seed(self.args.seed))
+
+
+@contextmanager
+def one_thread(enabled=True):
+    """Run small CPU work (the head on cached features) on one thread: splitting a 64x512 matrix product over
+    threads costs more in synchronisation than it saves, 10x more on a busy machine."""
+    previous = torch.get_num_threads()
+    if enabled:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _epoch_order(length, world_size, rank, seed, epoch):
@@ -368,6 +385,10 @@ class HeadTrainer:
         return order
 
     def train_epoch(self, epoch, optimizer, start_batch, sums, on_interrupt):
+        with one_thread(self.run.device.type == "cpu"):
+            return self._train_epoch(epoch, optimizer, start_batch, sums, on_interrupt)
+
+    def _train_epoch(self, epoch, optimizer, start_batch, sums, on_interrupt):
         run = self.run
         self.network.train()
         features, labels = self.features["train"]
@@ -391,8 +412,9 @@ class HeadTrainer:
         self.module.eval()
         features, labels = self.features[split]
         sums = Sums()
-        for start in range(0, len(labels), 1024):
-            sums.add(self.module(features[start:start + 1024]), labels[start:start + 1024])
+        with one_thread(run.device.type == "cpu"):
+            for start in range(0, len(labels), 1024):
+                sums.add(self.module(features[start:start + 1024]), labels[start:start + 1024])
         return sums.metrics(run.env, run.device)
 
 
@@ -410,27 +432,6 @@ def _flat(epoch, epoch_metrics, lr, seconds):
         for name in SPLIT_METRICS:
             row[f"{split}_{name}"] = values[name]
     return row
-
-
-def write_training_curve(history, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    epochs = [row["epoch"] for row in history]
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    for split in ("train", "valid", "test"):
-        if history and f"{split}_loss" in history[0]:
-            loss_axis.plot(epochs, [row[f"{split}_loss"] for row in history], marker="o", label=split)
-            accuracy_axis.plot(epochs, [row[f"{split}_accuracy"] for row in history], marker="o", label=split)
-    loss_axis.set(title="mean cross-entropy", xlabel="epoch")
-    accuracy_axis.set(title="top-1 accuracy", xlabel="epoch", ylim=(0, 1))
-    for axis in (loss_axis, accuracy_axis):
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def _device(choice):
