@@ -11,7 +11,6 @@ tests/test_reliability_load.py runs the same `run_load` against the test stack.
 
 import argparse
 import base64
-import io
 import json
 import statistics
 import threading
@@ -133,19 +132,14 @@ def rss_mib(pid):
 
 # ------------------------------------------------------------------------------------------------ command line
 
-def _sample_image():
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", (320, 240), (120, 160, 90))
-    ImageDraw.Draw(image).ellipse((90, 50, 230, 190), fill=(200, 60, 50))
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
 def main(args):
+    import sys
+
     import boto3
     from botocore.config import Config
+
+    sys.path.insert(0, str(REPO_ROOT))
+    from local.stack import smoke_image
 
     state_path = Path(args.state_dir) / "stack.json"
     if not state_path.exists():
@@ -153,7 +147,7 @@ def main(args):
     state = json.loads(state_path.read_text())
     function_url, master = state["function"]["url"], state["endpoint"]["pid"]
     function_name = state.get("settings", {}).get("function_name", "dog-breeds-local")
-    payload = json.dumps({"image": base64.b64encode(_sample_image()).decode(), "top_k": 3}).encode()
+    payload = json.dumps({"image": base64.b64encode(smoke_image()).decode(), "top_k": 3}).encode()
     clients = [boto3.client("lambda", endpoint_url=function_url, region_name="us-east-1",
                             aws_access_key_id="local", aws_secret_access_key="local",
                             config=Config(read_timeout=70, retries={"total_max_attempts": 1}))

@@ -378,7 +378,8 @@ def _model_archive():
 
 # ------------------------------------------------------------------------------------------------ smoke test
 
-def _smoke_image():
+def smoke_image():
+    """A small JPEG any model can classify: what the smoke test and the load test send."""
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", (320, 240), (120, 160, 90))
@@ -395,7 +396,7 @@ def smoke_test(settings):
     client = local_lambda_client(settings)
     started = time.perf_counter()
     answer = invoke_function(client, settings.function_name,
-                             {"image": base64.b64encode(_smoke_image()).decode(), "top_k": 3})
+                             {"image": base64.b64encode(smoke_image()).decode(), "top_k": 3})
     elapsed = time.perf_counter() - started
     if answer.status != 200:
         raise StackError(f"smoke test failed: the function answered {answer.status}: {answer.body}")
