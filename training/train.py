@@ -105,8 +105,8 @@ def get_args_parser():
     add("--image-size", "--image_size", dest="image_size", type=int, default=224, help="input size in pixels")
     add("--seed", type=int, default=0, help="random seed (same seed, same data, same flags: same result)")
     add("--num-workers", "--num_workers", dest="num_workers", type=int, default=-1,
-        help="data loader worker processes per training process (-1: automatic, the process's share of the "
-             "cores, up to 16 with a GPU and 4 without)")
+        help="data loader worker processes per training process (-1: automatic; with a GPU the process's share "
+             "of the cores, up to 16, on CPU half of it, up to 4)")
     add("--threads", type=int, default=0,
         help="CPU threads per process (0: torch's default, or cores / processes under torchrun)")
     add("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when available")
