@@ -167,20 +167,31 @@ class StopFlag:
 
 
 class Sums:
-    """Loss and hit counts of one split, summed over samples (and over ranks once reduced)."""
+    """Loss and hit counts of one split, summed over samples (and over ranks once reduced).
+
+    Batches are added up on the device and read back only when asked, so a GPU is not stalled every step.
+    """
 
     def __init__(self, values=None):
-        self.values = list(values) if values else [0.0, 0.0, 0.0, 0.0]   # loss, top-1 hits, top-5 hits, samples
+        self._values = list(values) if values else [0.0, 0.0, 0.0, 0.0]   # loss, top-1 hits, top-5 hits, samples
+        self._pending = None
+
+    @property
+    def values(self):
+        if self._pending is not None:
+            self._values = [a + b for a, b in zip(self._values, self._pending.tolist())]
+            self._pending = None
+        return self._values
 
     def add(self, logits, labels):
         with torch.no_grad():
+            logits = logits.float()
             k = min(5, logits.shape[1])
-            top = logits.float().topk(k, dim=1).indices
-            hits = top.eq(labels.unsqueeze(1))
-            self.values[0] += F.cross_entropy(logits.float(), labels, reduction="sum").item()
-            self.values[1] += hits[:, 0].sum().item()
-            self.values[2] += hits.any(dim=1).sum().item()
-            self.values[3] += labels.numel()
+            hits = logits.topk(k, dim=1).indices.eq(labels.unsqueeze(1))
+            batch = torch.stack([F.cross_entropy(logits, labels, reduction="sum"), hits[:, 0].sum(),
+                                 hits.any(dim=1).sum(), torch.tensor(labels.numel(), device=labels.device)])
+            batch = batch.to(torch.float64)
+            self._pending = batch if self._pending is None else self._pending + batch
 
     def metrics(self, env, device):
         loss, top1, top5, count = env.sum(self.values, device)
@@ -276,13 +287,15 @@ class FinetuneTrainer:
         bar = tqdm(total=total, initial=start_batch, desc=f"epoch {epoch} train", disable=not run.show_progress,
                    leave=False)
         for batch_number, batch in enumerate(batches, start=start_batch):
-            if run.should_stop():
-                on_interrupt(batch_number, sums)
             # Batch norm cannot train on a single image (a last batch of 1, or a batch of unreadable images);
-            # every rank skips the step together so no rank waits for the others' gradients.
+            # every rank skips the step together so no rank waits for the others' gradients. One collective
+            # carries that and SIGTERM, so all ranks also stop at the same batch.
             unusable = 1.0 if batch is None or len(batch[1]) < 2 else 0.0
+            stop = 1.0 if run.stop.requested else 0.0
             if run.env.enabled:
-                unusable = run.env.sum([unusable], run.device)[0]
+                unusable, stop = run.env.sum([unusable, stop], run.device)
+            if stop:
+                on_interrupt(batch_number, sums)
             if unusable:
                 log.warning("epoch %d batch %d skipped: fewer than 2 readable images on a process",
                             epoch, batch_number)
