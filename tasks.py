@@ -4,9 +4,15 @@ Settings come from flags, else invoke.yaml / INVOKE_* environment variables, els
 The work itself lives in training/, local/ and aws/; the tasks only call it.
 """
 
+import importlib
+import shlex
+import sys
+from pathlib import Path
+
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
+REPO_ROOT = Path(__file__).resolve().parent
 TARGETS = ("local", "aws")
 
 
@@ -19,12 +25,7 @@ def _target(c, target):
 
 def _training_module(name):
     """A module of training/ (flat modules that import their siblings and inference/ by name)."""
-    import importlib
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent
-    for folder in (root / "training", root / "inference"):
+    for folder in (REPO_ROOT / "training", REPO_ROOT / "inference"):
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
     return importlib.import_module(name)
@@ -38,7 +39,6 @@ def data(c, synthetic=False, upload=False, url=None):
     if upload:
         from aws import data_sync
         return data_sync.upload(c)
-    import sys
     if synthetic:
         made = _training_module("synthetic").make_synthetic_dataset(c.config.data.synthetic_dir,
                                                                     progress=sys.stderr.isatty())
@@ -116,19 +116,12 @@ def destroy(c, target=None):
             "checkov_report": "also write checkov's JSON report to this file"})
 def lint(c, terraform=None, checkov_report=None):
     """Offline checks of the infrastructure code: terraform fmt, checkov, validate and test where possible."""
-    import shlex
-    import sys
-    from pathlib import Path
-
-    command = [sys.executable, str(Path(__file__).resolve().parent / "terraform" / "lint.py")]
+    command = [sys.executable, str(REPO_ROOT / "terraform" / "lint.py")]
     terraform = terraform or c.config.get("lint", {}).get("terraform")
     command += ["--terraform", terraform] if terraform else []
     command += ["--checkov-report", checkov_report] if checkov_report else []
     if not c.run(shlex.join(command), warn=True, pty=False).ok:
         raise Exit("lint: a check failed (details above)")
-
-
-ns = Collection(data, train, deploy, predict, status, destroy, lint)
 
 
 # ------------------------------------------------------------------------------------------ AWS-only tasks
@@ -160,5 +153,4 @@ def plan(c, model_uri=None):
     deployment.plan(c, model_uri=model_uri)
 
 
-for _aws_task in (tune, ec2_train, plan):
-    ns.add_task(_aws_task)
+ns = Collection(data, train, deploy, predict, status, destroy, lint, tune, ec2_train, plan)
