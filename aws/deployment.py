@@ -12,7 +12,6 @@ configuration declares `backend "s3" {}` and aws.state_bucket is set (see the RE
 
 import base64
 import hashlib
-import io
 import json
 import time
 from datetime import datetime, timezone
@@ -240,13 +239,9 @@ def smoke_test_event(c):
     """aws.smoke_test_url when set (the endpoint must be able to fetch it), else a small generated JPEG inline."""
     if setting(c, "smoke_test_url"):
         return {"url": setting(c, "smoke_test_url"), "top_k": 3}
-    from PIL import Image, ImageDraw
+    from local.stack import smoke_image
 
-    image = Image.new("RGB", (320, 240), (120, 160, 90))
-    ImageDraw.Draw(image).ellipse((90, 50, 230, 190), fill=(200, 60, 50))
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=90)
-    return {"image": base64.b64encode(buffer.getvalue()).decode(), "top_k": 3}
+    return {"image": base64.b64encode(smoke_image()).decode(), "top_k": 3}
 
 
 def lambda_client(c):
