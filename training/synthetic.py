@@ -6,6 +6,7 @@ the same class-name cleaning applies. The same seed always gives the same files.
 """
 
 import argparse
+import concurrent.futures
 import json
 import math
 import os
@@ -104,9 +105,23 @@ def draw_sample(class_index, size, rng, np_rng):
     return image
 
 
+def _draw_folder(tmp, split_number, split, class_index, per_class, image_size, seed):
+    folder = tmp / split / f"{class_index + 1:03d}.{CLASSES[class_index][0]}"
+    folder.mkdir(parents=True)
+    for number in range(per_class):
+        sample_seed = (seed * 1_000_003 + split_number * 10_007 + class_index * 1_009 + number)
+        rng, np_rng = random.Random(sample_seed), np.random.default_rng(sample_seed)
+        draw_sample(class_index, image_size, rng, np_rng).save(
+            folder / f"{split}_{class_index + 1:03d}_{number:04d}.jpg", quality=90)
+    return per_class
+
+
 def make_synthetic_dataset(root, *, classes=len(CLASSES), split_sizes=None, image_size=128, seed=0,
-                           progress=False):
-    """Create the set under `root` (train/ valid/ test/); a no-op when the same set is already there."""
+                           progress=False, workers=1):
+    """Create the set under `root` (train/ valid/ test/); a no-op when the same set is already there.
+
+    `workers` > 1 draws the class folders in that many processes (the files are the same either way).
+    """
     root = Path(root)
     split_sizes = dict(split_sizes or SPLIT_SIZES)
     if not 2 <= classes <= len(CLASSES):
@@ -119,18 +134,17 @@ def make_synthetic_dataset(root, *, classes=len(CLASSES), split_sizes=None, imag
         raise FileExistsError(f"{root} exists and is not a synthetic data set: remove it or choose another folder")
     tmp = root.with_name(f".{root.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    total = classes * sum(split_sizes.values())
-    with tqdm(total=total, desc="synthetic images", disable=not progress) as bar:
-        for split_number, (split, per_class) in enumerate(split_sizes.items()):
-            for class_index in range(classes):
-                folder = tmp / split / f"{class_index + 1:03d}.{CLASSES[class_index][0]}"
-                folder.mkdir(parents=True)
-                for number in range(per_class):
-                    sample_seed = (seed * 1_000_003 + split_number * 10_007 + class_index * 1_009 + number)
-                    rng, np_rng = random.Random(sample_seed), np.random.default_rng(sample_seed)
-                    draw_sample(class_index, image_size, rng, np_rng).save(
-                        folder / f"{split}_{class_index + 1:03d}_{number:04d}.jpg", quality=90)
-                    bar.update()
+    folders = [(tmp, split_number, split, class_index, per_class, image_size, seed)
+               for split_number, (split, per_class) in enumerate(split_sizes.items())
+               for class_index in range(classes)]
+    with tqdm(total=classes * sum(split_sizes.values()), desc="synthetic images", disable=not progress) as bar:
+        if workers > 1:
+            with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+                for count in pool.map(_draw_folder, *zip(*folders)):
+                    bar.update(count)
+        else:
+            for folder in folders:
+                bar.update(_draw_folder(*folder))
     (tmp / MARKER).write_text(json.dumps(spec))
     if root.exists():
         shutil.rmtree(root)
