@@ -13,7 +13,6 @@ configuration declares `backend "s3" {}` and aws.state_bucket is set (see the RE
 import base64
 import hashlib
 import json
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from invoke.exceptions import Exit
 
 from aws import plan_review
 from aws.model_record import latest_model, resolve_model_uri
-from aws.session import REPO_ROOT, boto_session, client, repo_path, require_credentials, setting
+from aws.session import REPO_ROOT, boto_session, client, poll_until, repo_path, require_credentials, setting
 from aws.terraform import TerraformError, Workspace
 
 IGNORED_PARTS = {".terraform", ".git", "__pycache__"}
@@ -213,26 +212,24 @@ def check_plan_is_current(c, ws):
 def wait_for_endpoint(c, endpoint_name, timeout_s=None, poll_s=None):
     """Poll the endpoint until InService, printing each status change; Exit on Failed or timeout."""
     sagemaker = client(c, "sagemaker")
-    timeout_s = timeout_s or float(setting(c, "endpoint_wait_minutes", 30)) * 60
-    poll_s = poll_s if poll_s is not None else float(setting(c, "poll_seconds", 15))
-    started, last = time.monotonic(), None
-    while True:
+
+    def read_status():
         try:
             endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
         except botocore.exceptions.ClientError as error:
             raise Exit(f"endpoint {endpoint_name}: {error}")
         status = endpoint["EndpointStatus"]
-        if status != last:
-            print(f"endpoint {endpoint_name}: {status} ({time.monotonic() - started:.0f} s)", flush=True)
-            last = status
-        if status == "InService":
-            return endpoint
         if status in ("Failed", "OutOfService"):
             raise Exit(f"endpoint {endpoint_name} is {status}: {endpoint.get('FailureReason', 'no reason given')}")
-        if time.monotonic() - started > timeout_s:
-            raise Exit(f"endpoint {endpoint_name} still {status} after {timeout_s / 60:.0f} min: "
-                       "check it with `invoke status --target aws`")
-        time.sleep(poll_s)
+        return status, endpoint
+
+    timeout_s = timeout_s or float(setting(c, "endpoint_wait_minutes", 30)) * 60
+    poll_s = poll_s if poll_s is not None else float(setting(c, "poll_seconds", 15))
+    return poll_until(read_status, label=f"endpoint {endpoint_name}", done=lambda status: status == "InService",
+                      timeout_s=timeout_s, poll_s=poll_s,
+                      timeout_message=lambda status: f"endpoint {endpoint_name} still {status} after "
+                                                     f"{timeout_s / 60:.0f} min: check it with "
+                                                     "`invoke status --target aws`")
 
 
 def smoke_test_event(c):

@@ -18,7 +18,7 @@ import botocore.exceptions
 from invoke.exceptions import Exit
 
 from aws.model_record import latest_model, record_model
-from aws.session import client, require_credentials, s3_uri, setting
+from aws.session import client, poll_until, require_credentials, s3_uri, setting
 from aws.terraform import TerraformError
 
 DEFAULT_TARGETS = ("module.storage", "module.iam", "module.ec2_training_host")
@@ -62,22 +62,19 @@ def set_training_host(c, identity, ws, enabled):
 def wait_for_ssm(c, instance_id, timeout_s=None, poll_s=None):
     """Until Systems Manager reports the host Online (its agent registered); Exit on timeout."""
     ssm = client(c, "ssm")
-    timeout_s = timeout_s or float(setting(c, "ec2_ssm_wait_minutes", 15)) * 60
-    poll_s = poll_s if poll_s is not None else float(setting(c, "poll_seconds", 15))
-    started, last = time.monotonic(), None
-    while True:
+
+    def read_status():
         found = ssm.describe_instance_information(
             Filters=[{"Key": "InstanceIds", "Values": [instance_id]}]).get("InstanceInformationList", [])
-        status = found[0].get("PingStatus") if found else "not registered yet"
-        if status != last:
-            print(f"host {instance_id} in Systems Manager: {status} ({time.monotonic() - started:.0f} s)", flush=True)
-            last = status
-        if status == "Online":
-            return found[0]
-        if time.monotonic() - started > timeout_s:
-            raise Exit(f"host {instance_id} did not come online in Systems Manager within {timeout_s / 60:.0f} min: "
-                       "check its instance profile (AmazonSSMManagedInstanceCore) and its route to SSM")
-        time.sleep(poll_s)
+        return (found[0].get("PingStatus"), found[0]) if found else ("not registered yet", None)
+
+    timeout_s = timeout_s or float(setting(c, "ec2_ssm_wait_minutes", 15)) * 60
+    poll_s = poll_s if poll_s is not None else float(setting(c, "poll_seconds", 15))
+    return poll_until(read_status, label=f"host {instance_id} in Systems Manager", done=lambda s: s == "Online",
+                      timeout_s=timeout_s, poll_s=poll_s,
+                      timeout_message=lambda status: f"host {instance_id} did not come online in Systems Manager "
+                                                     f"within {timeout_s / 60:.0f} min: check its instance profile "
+                                                     "(AmazonSSMManagedInstanceCore) and its route to SSM")
 
 
 class RemoteLog:

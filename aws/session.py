@@ -6,6 +6,7 @@ with one line instead of a stack trace from deep inside botocore.
 """
 
 import functools
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,3 +95,20 @@ def s3_uri(c, identity, name, *parts):
 
 def client(c, service):
     return boto_session(c).client(service)
+
+
+def poll_until(read_status, *, label, done, timeout_s, poll_s, timeout_message):
+    """Call `read_status()` every `poll_s` seconds, printing each new status as `<label>: <status> (<n> s)`, until
+    `done(status)` is true (the last read_status() answer is returned) or `timeout_s` passes (Exit with
+    `timeout_message(status)`). read_status returns (status, answer); it raises Exit itself on a failed state."""
+    started, last = time.monotonic(), None
+    while True:
+        status, answer = read_status()
+        if status != last:
+            print(f"{label}: {status} ({time.monotonic() - started:.0f} s)", flush=True)
+            last = status
+        if done(status):
+            return answer
+        if time.monotonic() - started > timeout_s:
+            raise Exit(timeout_message(status))
+        time.sleep(poll_s)

@@ -242,3 +242,19 @@ def test_a_new_plan_starts_the_new_fleet_at_the_size_autoscaling_chose(project):
     assert planned["endpoint_running_instance_count"]["value"] == 2
     assert planned["endpoint"]["value"] == {"instance_type": c.config.aws.endpoint_instance_type}
     assert planned["bucket"]["value"] == {"create": False, "name": BUCKET}
+
+
+def test_waiting_prints_each_status_once_and_stops_at_the_timeout(capsys):
+    from invoke.exceptions import Exit
+
+    from aws.session import poll_until
+
+    answers = iter([("Creating", None), ("Creating", None), ("Updating", None), ("InService", {"ok": 1})])
+    assert poll_until(lambda: next(answers), label="endpoint e", done=lambda s: s == "InService", timeout_s=60,
+                      poll_s=0, timeout_message=str) == {"ok": 1}
+    printed = [line.split(" (")[0] for line in capsys.readouterr().out.splitlines()]
+    assert printed == ["endpoint e: Creating", "endpoint e: Updating", "endpoint e: InService"]
+
+    with pytest.raises(Exit, match="^still Creating$"):
+        poll_until(lambda: ("Creating", None), label="endpoint e", done=lambda s: s == "InService", timeout_s=0.05,
+                   poll_s=0.01, timeout_message=lambda status: f"still {status}")
