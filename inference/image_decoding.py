@@ -13,7 +13,7 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 
 from inference_errors import BadRequestError, PayloadTooLargeError, UnprocessableImageError
-from preprocessing import to_rgb
+from preprocessing import reduce_on_load, to_rgb
 
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")   # JPEG includes MPO (multi-picture phone photos)
 MAX_PIXELS = 50_000_000       # a 48-MP phone photo still passes; bombs declare far more
@@ -47,9 +47,7 @@ def decode_image(data, min_side):
     if min(width, height) < 1 or max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise UnprocessableImageError(f"image shape {width}x{height} is not a photo (aspect ratio over "
                                       f"{MAX_ASPECT_RATIO}:1)")
-    if image.format in ("JPEG", "MPO"):
-        # Picks the largest DCT downscale (1/2, 1/4, 1/8) that keeps both sides >= min_side.
-        image.draft("RGB", (min_side, min_side))
+    reduce_on_load(image, min_side)
     try:
         image.load()
         return to_rgb(image)

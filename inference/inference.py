@@ -23,7 +23,7 @@ from architectures import build_model
 from image_decoding import decode_image
 from inference_errors import (BadRequestError, NotAcceptableError, PayloadTooLargeError,
                               UnsupportedMediaTypeError)
-from preprocessing import DEFAULT_IMAGE_SIZE, eval_transform, resize_size
+from preprocessing import DEFAULT_IMAGE_SIZE, decode_side, eval_transform
 from safe_url_fetch import fetch_image_bytes
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ CONFIG_FILE = "model_config.json"
 WEIGHTS_FILE = "model.pth"
 
 # model_fn sets this to the loaded model's resize size so input_fn can decode big JPEGs at reduced scale.
-_decode_min_side = resize_size(DEFAULT_IMAGE_SIZE)
+_decode_min_side = decode_side(DEFAULT_IMAGE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def model_fn(model_dir, context=None):
     image_size = int(config["image_size"])
     with torch.inference_mode():  # first call allocates and picks kernels; pay that at load, not on a request
         network(torch.zeros(1, 3, image_size, image_size, device=device))
-    _decode_min_side = resize_size(image_size)
+    _decode_min_side = decode_side(image_size)
     logger.info("model loaded: %s %s, %d classes, %d px, version %s", config["arch"], device,
                 config["num_classes"], image_size, config["model_version"])
     return LoadedModel(network=network, class_names=tuple(config["class_names"]), image_size=image_size,

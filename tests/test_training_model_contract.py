@@ -20,6 +20,26 @@ def test_eval_transform_resizes_crops_and_normalizes_with_imagenet_statistics():
     assert preprocessing.resize_size(224) == 256
 
 
+def test_a_big_photo_is_the_same_model_input_in_training_and_serving(tmp_path):
+    from image_decoding import decode_image
+    from imagefolder_data import ImageSamples
+
+    rng = np.random.default_rng(0)
+    smooth = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    photo = Image.fromarray(smooth).resize((1600, 1200), Image.BICUBIC)
+    path = tmp_path / "big.jpg"
+    photo.save(path, quality=90)
+    data = path.read_bytes()
+
+    served = preprocessing.eval_transform(64)(decode_image(data, preprocessing.decode_side(64)))
+    trained_on, _, _ = ImageSamples([(path, 0)], preprocessing.eval_transform(64),
+                                    min_side=preprocessing.decode_side(64))[0]
+    assert torch.equal(served, trained_on)
+    # both decoded it at reduced scale, and that is a (slightly) different input from a full decode
+    full = preprocessing.eval_transform(64)(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert not torch.equal(full, served)
+
+
 def test_to_rgb_applies_the_exif_orientation():
     wide = Image.new("RGB", (40, 20), (255, 0, 0))
     exif = Image.Exif()

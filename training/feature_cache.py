@@ -31,7 +31,7 @@ def backbone_digest(backbone):
 
 def cache_key(arch, weights_digest, image_size, split_identity):
     text = json.dumps({"arch": arch, "backbone": weights_digest, "image_size": image_size,
-                       "transform": "eval_transform/v1", "files": split_identity}, sort_keys=True)
+                       "transform": "eval_transform/v2", "files": split_identity}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -39,7 +39,8 @@ def cache_key(arch, weights_digest, image_size, split_identity):
 def extract_features(backbone, samples, indices, *, image_size, batch_size, num_workers, device, autocast,
                      channels_last, should_stop, progress_label):
     """Features, labels and sample indices of `indices` (unreadable images left out)."""
-    dataset = torch.utils.data.Subset(ImageSamples(samples, preprocessing.eval_transform(image_size)), indices)
+    dataset = torch.utils.data.Subset(ImageSamples(samples, preprocessing.eval_transform(image_size),
+                                                   min_side=preprocessing.decode_side(image_size)), indices)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                          collate_fn=collate_skipping_bad, pin_memory=device.type == "cuda",
                                          generator=torch.Generator().manual_seed(0))

@@ -100,8 +100,12 @@ def scan_data(root):
     return DataSplits(root, class_folders, splits)
 
 
-def load_image(path):
+def load_image(path, min_side=None):
+    """The picture at `path`, upright RGB; a big JPEG decoded at reduced scale when `min_side` is given (the way
+    serving decodes it: preprocessing.reduce_on_load)."""
     with Image.open(path) as image:
+        if min_side:
+            preprocessing.reduce_on_load(image, min_side)
         image.load()
         return preprocessing.to_rgb(image)
 
@@ -113,10 +117,11 @@ class ImageSamples(torch.utils.data.Dataset):
     depend on how many loader workers or distributed ranks share the work, nor on where a resumed run restarts.
     """
 
-    def __init__(self, samples, transform, seed=None):
+    def __init__(self, samples, transform, seed=None, min_side=None):
         self.samples = samples
         self.transform = transform
         self.seed = seed
+        self.min_side = min_side
         self.epoch = 0
 
     def __len__(self):
@@ -125,7 +130,7 @@ class ImageSamples(torch.utils.data.Dataset):
     def __getitem__(self, index):
         path, label = self.samples[index]
         try:
-            image = load_image(path)
+            image = load_image(path, self.min_side)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
             log.warning("skipping unreadable image %s: %s", path, error)
             return None
