@@ -48,6 +48,21 @@ def assert_same_history(left, right):
                 assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["epoch"], key)
 
 
+def sigterm_after_first_epoch(args):
+    """Run train.py with `args`, send SIGTERM once epoch 1 is logged; its output lines (it must exit 143)."""
+    process = subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "epoch=1 " in line:
+            process.send_signal(signal.SIGTERM)
+            break
+    lines += process.stdout.readlines()
+    assert process.wait(timeout=120) == train.INTERRUPTED_EXIT_CODE, "".join(lines)
+    return lines
+
+
 # --- the model directory --------------------------------------------------------------------------------------
 
 def test_model_directory_holds_weights_cleaned_class_names_config_and_code(trained_model_dir):
@@ -118,16 +133,7 @@ def uninterrupted(tiny_image_folder, tmp_path_factory):
 def test_sigterm_saves_a_checkpoint_and_the_resumed_run_ends_like_an_uninterrupted_one(
         tiny_image_folder, tmp_path, uninterrupted):
     args = tiny_args(tiny_image_folder, tmp_path, "--mode", "finetune", "--epochs", "3")
-    process = subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "epoch=1 " in line:
-            process.send_signal(signal.SIGTERM)
-            break
-    lines += process.stdout.readlines()
-    assert process.wait(timeout=120) == train.INTERRUPTED_EXIT_CODE, "".join(lines)
+    lines = sigterm_after_first_epoch(args)
     assert any("SIGTERM" in line and "saved" in line for line in lines), "".join(lines)
     assert "Traceback" not in "".join(lines)
     assert (tmp_path / "checkpoints" / "checkpoint.pt").exists()
@@ -153,6 +159,15 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(uninterrupte
     assert "falling back to the previous one" in out
     assert "at the end of epoch 2" in out
     assert_same_history(report["history"], history(uninterrupted))
+
+
+def test_an_unreadable_only_checkpoint_stops_with_one_line_saying_what_to_do(tiny_image_folder, tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "checkpoint.pt").write_bytes(b"torn")
+    result = run_script(tiny_args(tiny_image_folder, tmp_path, "--epochs", "1"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: checkpoint") and "remove" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
 
 
 def test_a_checkpoint_of_other_settings_is_not_resumed_silently(uninterrupted, tiny_image_folder, tmp_path):

@@ -36,6 +36,7 @@ from checkpointing import (CheckpointMismatch, TrainingInterrupted, load_checkpo
                            rng_state, save_checkpoint, set_rng_state)
 from distributed_env import setup_distributed, setup_logging, teardown_distributed  # noqa: E402
 from feature_cache import backbone_digest, cache_key, cached_features, extract_features  # noqa: E402
+from decoded_images import decode_shard, fits_in_memory, stored_bytes  # noqa: E402
 from imagefolder_data import DataError, ImageSamples, collate_skipping_bad, scan_data  # noqa: E402
 from model_archive import build_model_archive, write_model_dir  # noqa: E402
 from training_curve import write_training_curve  # noqa: E402
@@ -43,6 +44,7 @@ from training_curve import write_training_curve  # noqa: E402
 log = logging.getLogger("train")
 
 MODES = ("head", "finetune")
+IMAGE_CACHE_CHOICES = ("auto", "memory", "off")
 SPLIT_METRICS = ("loss", "accuracy", "top5_accuracy")
 INTERRUPTED_EXIT_CODE = 128 + signal.SIGTERM
 SAME_AS_MODEL = "same-as-model"     # checkpoint's best_model when the best epoch is the latest
@@ -110,6 +112,11 @@ def get_args_parser():
     add("--threads", type=int, default=0,
         help="CPU threads per process (0: torch's default, or cores / processes under torchrun)")
     add("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when available")
+    add("--image-cache", "--image_cache", dest="image_cache", choices=IMAGE_CACHE_CHOICES, default="auto",
+        help="finetune: memory decodes the images once into device memory and augments them there in batches; "
+             "off decodes every epoch in loader workers; auto is memory on a GPU when they fit, else off")
+    add("--compile", action="store_true", help="finetune: torch.compile the network (minutes to compile, faster "
+                                                "steps after; worth it for long GPU runs)")
     add("--no-resume", "--no_resume", dest="resume", action="store_false",
         help="ignore and replace any checkpoint in --checkpoint-dir instead of resuming from it")
     add("--verbose", action="store_true", help="debug logging")
@@ -140,6 +147,8 @@ def _fingerprint(args, data):
     """What a checkpoint must match to be resumed: every setting that changes the result, and the data."""
     settings = {name: getattr(args, name) for name in
                 ("arch", "weights", "mode", "epochs", "batch_size", "lr", "weight_decay", "image_size", "seed")}
+    if args.mode == "finetune":
+        settings["image_cache"] = args.image_cache    # the two data paths draw different augmentations
     settings["classes"] = data.class_folders
     settings["samples"] = {name: len(split) for name, split in data.splits.items()}
     return settings
@@ -188,9 +197,10 @@ class Sums:
             logits = logits.float()
             k = min(5, logits.shape[1])
             hits = logits.topk(k, dim=1).indices.eq(labels.unsqueeze(1))
-            batch = torch.stack([F.cross_entropy(logits, labels, reduction="sum"), hits[:, 0].sum(),
-                                 hits.any(dim=1).sum(), torch.tensor(labels.numel(), device=labels.device)])
-            batch = batch.to(torch.float64)
+            # new_full, not torch.tensor(..., device=...): a copy from the host would wait for the GPU every step
+            batch = torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
+                                 hits[:, 0].sum().double(), hits.any(dim=1).sum().double(),
+                                 logits.new_full((), labels.numel(), dtype=torch.float64)])
             self._pending = batch if self._pending is None else self._pending + batch
 
     def metrics(self, env, device):
@@ -256,6 +266,42 @@ def _epoch_order(length, world_size, rank, seed, epoch):
     return list(sampler)
 
 
+def _shard_order(count, steps_length, seed, epoch, rank):
+    """This rank's order over its fixed shard for `epoch`, padded (wrapping around) to `steps_length`, the
+    largest shard, so that every rank takes the same number of steps."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + rank)
+    order = torch.randperm(count, generator=generator)
+    if count and len(order) < steps_length:
+        order = order.repeat(math.ceil(steps_length / count))[:steps_length]
+    return order
+
+
+def _wrap_for_training(run, module):
+    network = (DistributedDataParallel(module, device_ids=[run.device.index] if run.amp else None)
+               if run.env.enabled else module)
+    return torch.compile(network) if run.args.compile else network
+
+
+def _train_step(run, network, optimizer, images, labels, sums):
+    """One optimisation step of the whole network on a batch already on the device."""
+    if run.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with run.autocast():
+        logits = network(images)
+    loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    sums.add(logits, labels)
+
+
+def _evaluate_batch(run, module, images, labels, sums):
+    if run.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with run.autocast():
+        sums.add(module(images), labels)
+
+
 class FinetuneTrainer:
     """The whole network, trained on augmented images; images are decoded every epoch."""
 
@@ -263,13 +309,14 @@ class FinetuneTrainer:
         self.run = run
         args = run.args
         self.train_set = ImageSamples(run.data.splits["train"].samples,
-                                      preprocessing.train_transform(args.image_size), seed=args.seed)
-        self.eval_sets = {name: ImageSamples(split.samples, preprocessing.eval_transform(args.image_size))
+                                      preprocessing.train_transform(args.image_size), seed=args.seed,
+                                      min_side=preprocessing.decode_side(args.image_size, for_training=True))
+        self.eval_sets = {name: ImageSamples(split.samples, preprocessing.eval_transform(args.image_size),
+                                             min_side=preprocessing.decode_side(args.image_size))
                           for name, split in run.data.splits.items()}
         self.module = run.model
         self.trained = run.model      # what checkpoints hold
-        self.network = (DistributedDataParallel(run.model, device_ids=[run.device.index] if run.amp else None)
-                        if run.env.enabled else run.model)
+        self.network = _wrap_for_training(run, run.model)
         self.parameters = [p for p in run.model.parameters() if p.requires_grad]
 
     def batches_per_epoch(self):
@@ -301,18 +348,9 @@ class FinetuneTrainer:
                             epoch, batch_number)
                 bar.update()
                 continue
-            images, labels, indices = batch
-            images = images.to(run.device, non_blocking=True)
-            labels = labels.to(run.device, non_blocking=True)
-            if run.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with run.autocast():
-                logits = self.network(images)
-            loss = F.cross_entropy(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sums.add(logits, labels)
+            images, labels, _ = batch
+            _train_step(run, self.network, optimizer, images.to(run.device, non_blocking=True),
+                        labels.to(run.device, non_blocking=True), sums)
             bar.update()
         bar.close()
         return sums
@@ -327,12 +365,75 @@ class FinetuneTrainer:
             if batch is None:
                 continue
             images, labels, _ = batch
-            images = images.to(run.device, non_blocking=True)
-            if run.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with run.autocast():
-                logits = self.module(images)
-            sums.add(logits, labels.to(run.device))
+            _evaluate_batch(run, self.module, images.to(run.device, non_blocking=True), labels.to(run.device), sums)
+        return sums.metrics(run.env, run.device)
+
+
+class InMemoryFinetuneTrainer:
+    """The whole network, on images decoded once into device memory and augmented there in batches.
+
+    Like head mode's features, each rank keeps a fixed shard (every world_size-th image) and shuffles it per epoch.
+    """
+
+    EVAL_BATCH = 256
+
+    def __init__(self, run):
+        self.run = run
+        args, env = run.args, run.env
+        started = time.perf_counter()
+        self.stored = {}
+        for split_name, split in run.data.splits.items():
+            self.stored[split_name] = decode_shard(
+                split.samples, run.shard(len(split)), image_size=args.image_size,
+                for_training=split_name == "train", num_workers=args.num_workers, device=run.device,
+                should_stop=lambda: run.stop.requested,
+                progress_label=f"{split_name} images" if run.show_progress else None)
+        if run.should_stop():
+            raise TrainingInterrupted()
+        self.decode_seconds = time.perf_counter() - started
+        log.info("images decoded into %s memory in %.1f s: %s", run.device.type, self.decode_seconds,
+                 ", ".join(f"{name} {len(images)}" for name, images in self.stored.items()))
+        self.module = run.model
+        self.trained = run.model
+        self.network = _wrap_for_training(run, run.model)
+        self.parameters = [p for p in run.model.parameters() if p.requires_grad]
+        self.steps_length = int(env.max(len(self.stored["train"]), run.device))
+        self.generator = torch.Generator(device=run.device)
+
+    def batches_per_epoch(self):
+        return math.ceil(self.steps_length / self.run.per_rank_batch)
+
+    def train_epoch(self, epoch, optimizer, start_batch, sums, on_interrupt):
+        run, args, train = self.run, self.run.args, self.stored["train"]
+        self.network.train()
+        order = _shard_order(len(train), self.steps_length, args.seed, epoch, run.env.rank).to(run.device)
+        step = run.per_rank_batch
+        bar = tqdm(total=self.batches_per_epoch(), initial=start_batch, desc=f"epoch {epoch} train",
+                   disable=not run.show_progress, leave=False)
+        for batch_number in range(start_batch, self.batches_per_epoch()):
+            if run.should_stop():
+                on_interrupt(batch_number, sums)
+            picked = order[batch_number * step:(batch_number + 1) * step]
+            bar.update()
+            if len(picked) < 2:    # batch norm cannot train on one image; every rank has the same batch count
+                continue
+            # seeded per batch, so a run resumed mid-epoch draws the same augmentation as an uninterrupted one
+            self.generator.manual_seed(args.seed * 1_000_003 + epoch * 10_007 + batch_number * 101 + run.env.rank)
+            images = preprocessing.augment_batch(train.images[picked], train.source_sizes[picked], args.image_size,
+                                                 self.generator)
+            _train_step(run, self.network, optimizer, images, train.labels[picked], sums)
+        bar.close()
+        return sums
+
+    @torch.inference_mode()
+    def evaluate(self, split):
+        run = self.run
+        self.module.eval()
+        stored = self.stored[split]
+        sums = Sums()
+        for start in range(0, len(stored), self.EVAL_BATCH):
+            images = preprocessing.normalize_batch(stored.images[start:start + self.EVAL_BATCH])
+            _evaluate_batch(run, self.module, images, stored.labels[start:start + self.EVAL_BATCH], sums)
         return sums.metrics(run.env, run.device)
 
 
@@ -389,13 +490,6 @@ class HeadTrainer:
     def batches_per_epoch(self):
         return math.ceil(self.steps_length / self.run.per_rank_batch)
 
-    def _order(self, epoch):
-        count = len(self.features["train"][1])
-        generator = torch.Generator().manual_seed(self.run.args.seed * 1_000_003 + epoch * 101 + self.run.env.rank)
-        order = torch.randperm(count, generator=generator)
-        if count and len(order) < self.steps_length:
-            order = order.repeat(math.ceil(self.steps_length / count))[:self.steps_length]
-        return order
 
     def train_epoch(self, epoch, optimizer, start_batch, sums, on_interrupt):
         with one_thread(self.run.device.type == "cpu"):
@@ -405,12 +499,12 @@ class HeadTrainer:
         run = self.run
         self.network.train()
         features, labels = self.features["train"]
-        order = self._order(epoch)
+        order = _shard_order(len(labels), self.steps_length, run.args.seed, epoch, run.env.rank).to(run.device)
         step = run.per_rank_batch
         for batch_number in range(start_batch, self.batches_per_epoch()):
             if run.should_stop():
                 on_interrupt(batch_number, sums)
-            picked = order[batch_number * step:(batch_number + 1) * step].to(run.device)
+            picked = order[batch_number * step:(batch_number + 1) * step]
             logits = self.network(features[picked])
             loss = F.cross_entropy(logits.float(), labels[picked])
             optimizer.zero_grad(set_to_none=True)
@@ -439,8 +533,9 @@ def _format_metrics(epoch_metrics):
     return " ".join(parts)
 
 
-def _flat(epoch, epoch_metrics, lr, seconds):
-    row = {"epoch": epoch, "lr": lr, "epoch_seconds": round(seconds, 3)}
+def _flat(epoch, epoch_metrics, lr, seconds, images_per_second):
+    row = {"epoch": epoch, "lr": lr, "epoch_seconds": round(seconds, 3),
+           "images_per_second": round(images_per_second, 1)}
     for split, values in epoch_metrics.items():
         for name in SPLIT_METRICS:
             row[f"{split}_{name}"] = values[name]
@@ -486,6 +581,8 @@ def _train(args, env, device_type):
              len(data.class_names), ", ".join(f"{n} {len(s)}" for n, s in data.splits.items()), env.world_size,
              torch.get_num_threads(), device)
 
+    if args.mode == "finetune":
+        args.image_cache = _resolve_image_cache(args.image_cache, data, env, device, args.image_size)
     torch.manual_seed(args.seed)          # the same initial weights on every rank
     try:
         model = build_model(args.arch, len(data.class_names), args.weights)
@@ -499,7 +596,10 @@ def _train(args, env, device_type):
     fingerprint = _fingerprint(args, data)
     checkpoint = None
     if args.resume:
-        checkpoint = load_checkpoint(args.checkpoint_dir)
+        try:
+            checkpoint = load_checkpoint(args.checkpoint_dir)
+        except CheckpointMismatch as error:
+            raise UsageError(str(error)) from None
         if checkpoint is not None and checkpoint["fingerprint"] != fingerprint:
             changed = sorted(k for k in fingerprint if checkpoint["fingerprint"].get(k) != fingerprint[k])
             raise UsageError(f"the checkpoint in {args.checkpoint_dir} is from a run with other {', '.join(changed)}: "
@@ -514,10 +614,28 @@ def _train(args, env, device_type):
         run.stop.restore()
 
 
+def _resolve_image_cache(choice, data, env, device, image_size):
+    """`auto` becomes `memory` when this rank's share of the images fits its device's memory share, else `off`."""
+    if choice != "auto":
+        return choice
+    train = math.ceil(len(data.splits["train"]) / env.world_size)
+    evaluated = sum(math.ceil(len(split) / env.world_size) for name, split in data.splits.items() if name != "train")
+    needed = stored_bytes(train, evaluated, image_size)
+    fits = fits_in_memory(needed, device)
+    if device.type == "cuda":
+        log.info("--image-cache auto: %.1f GB of decoded images %s device memory", needed / 1e9,
+                 "fit in" if fits else "do not fit in; decoding every epoch instead of keeping them in")
+    return "memory" if fits else "off"
+
+
 def _fit(run, checkpoint, fingerprint, started):
     args, env, model = run.args, run.env, run.model
-    trainer = HeadTrainer(run) if args.mode == "head" else FinetuneTrainer(run)
-    optimizer = torch.optim.AdamW(trainer.parameters, lr=args.lr, weight_decay=args.weight_decay)
+    if args.mode == "head":
+        trainer = HeadTrainer(run)
+    else:
+        trainer = InMemoryFinetuneTrainer(run) if args.image_cache == "memory" else FinetuneTrainer(run)
+    optimizer = torch.optim.AdamW(trainer.parameters, lr=args.lr, weight_decay=args.weight_decay,
+                                  fused=run.device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
 
     state = {"epoch": 0, "history": [], "best_epoch": 0, "best_valid_loss": math.inf, "best_model": None,
@@ -570,14 +688,19 @@ def _fit(run, checkpoint, fingerprint, started):
         lr = optimizer.param_groups[0]["lr"]
         sums = trainer.train_epoch(epoch, optimizer, start_batch, sums, on_interrupt)
         scheduler.step()
-        epoch_metrics = {"train": sums.metrics(env, run.device)}
+        epoch_metrics = {"train": sums.metrics(env, run.device)}     # waits for the device to finish the epoch
+        train_seconds = time.perf_counter() - epoch_started
         state["samples_per_rank"] = [int(n) for n in env.gather(sums.values[3])]
         for split in ("valid", "test"):
             if split in run.data.splits:
                 epoch_metrics[split] = trainer.evaluate(split)
         seconds = time.perf_counter() - epoch_started
-        log.info("epoch=%d %s lr=%.6f epoch_seconds=%.1f", epoch, _format_metrics(epoch_metrics), lr, seconds)
-        state["history"].append(_flat(epoch, epoch_metrics, lr, seconds))
+        # images/s of this epoch's training steps over all ranks (of a resumed epoch: of the part run here)
+        trained = sum(state["samples_per_rank"]) - (resume_point["sums"][3] * env.world_size if resume_point else 0)
+        throughput = trained / max(train_seconds, 1e-9)
+        log.info("epoch=%d %s lr=%.6f epoch_seconds=%.1f images_per_second=%.0f", epoch,
+                 _format_metrics(epoch_metrics), lr, seconds, throughput)
+        state["history"].append(_flat(epoch, epoch_metrics, lr, seconds, throughput))
         state["epoch"] = epoch
         valid_loss = epoch_metrics["valid"]["loss"]
         if valid_loss < state["best_valid_loss"]:
@@ -611,6 +734,8 @@ def _fit(run, checkpoint, fingerprint, started):
               "settings": {k: v for k, v in vars(args).items()}}
     if isinstance(trainer, HeadTrainer):
         report["feature_extraction_seconds"] = round(trainer.extraction_seconds, 3)
+    if isinstance(trainer, InMemoryFinetuneTrainer):
+        report["image_decode_seconds"] = round(trainer.decode_seconds, 3)
     if env.is_main:
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
