@@ -27,14 +27,13 @@ for _folder in (_HERE, _HERE.parent / "inference"):
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import preprocessing  # noqa: E402
 from architectures import ARCHITECTURES, WEIGHT_CHOICES, WeightsUnavailableError, build_model  # noqa: E402
 from checkpointing import (CheckpointMismatch, TrainingInterrupted, load_checkpoint, remove_checkpoints,  # noqa: E402
                            rng_state, save_checkpoint, set_rng_state)
-from distributed_env import setup_distributed, setup_logging, teardown_distributed  # noqa: E402
+from distributed_env import data_parallel, setup_distributed, setup_logging, teardown_distributed  # noqa: E402
 from feature_cache import backbone_digest, cache_key, cached_features, extract_features  # noqa: E402
 from decoded_images import decode_shard, fits_in_memory, stored_bytes  # noqa: E402
 from imagefolder_data import DataError, ImageSamples, collate_skipping_bad, scan_data  # noqa: E402
@@ -277,8 +276,7 @@ def _shard_order(count, steps_length, seed, epoch, rank):
 
 
 def _wrap_for_training(run, module):
-    network = (DistributedDataParallel(module, device_ids=[run.device.index] if run.amp else None)
-               if run.env.enabled else module)
+    network = data_parallel(module, run.env, run.device)
     return torch.compile(network) if run.args.compile else network
 
 
@@ -481,8 +479,7 @@ class HeadTrainer:
         # (kilobytes instead of the backbone's 45-100 MB every epoch) plus the backbone's digest as a guard.
         self.trained = model.head
         self.backbone_digest = digest
-        self.network = (DistributedDataParallel(model.head, device_ids=[run.device.index] if run.amp else None)
-                        if env.enabled else model.head)
+        self.network = data_parallel(model.head, env, run.device)
         self.parameters = list(model.head.parameters())
         # Every rank takes the same number of steps: shards are padded (wrapping around) to the largest one.
         self.steps_length = int(env.max(len(self.features["train"][1]), run.device))
