@@ -1,4 +1,4 @@
-"""The local SageMaker endpoint: gunicorn + a small Flask app that serves model.tar.gz as SageMaker does.
+"""The local SageMaker endpoint: gunicorn + a small WSGI app that serves model.tar.gz as SageMaker does.
 
 Like the SageMaker PyTorch inference container, it unpacks model.tar.gz into a model directory, puts its code/ on
 sys.path, imports the handler module (SAGEMAKER_PROGRAM, default inference.py) and answers with its model_fn,
@@ -8,8 +8,9 @@ input_fn, predict_fn and output_fn. Routes:
   POST /endpoints/<name>/invocations      SageMaker Runtime InvokeEndpoint, so boto3's sagemaker-runtime client
                                           works with only endpoint_url: 200 + x-Amzn-Invoked-Production-Variant,
                                           or 424 ModelError with OriginalStatusCode/OriginalMessage/LogStreamArn
-Each gunicorn sync worker is one process that loads the model once and uses one torch thread, so N workers use
-N cores without oversubscription; gunicorn's master replaces a worker that dies.
+Each gunicorn worker is one process that loads the model once, runs one request at a time with one torch thread
+(so N workers use N cores without oversubscription) and keeps client connections alive between requests;
+gunicorn's master replaces a worker that dies or that spends longer than --timeout on one request.
 
     python -m local.endpoint_server --archive build/model.tar.gz --model-dir .state/endpoint-model --port 8080
 """
@@ -27,9 +28,9 @@ import time
 import traceback
 from pathlib import Path
 
-from flask import Flask, Response, request
-
-from local.gunicorn_app import exit_master_now, exit_worker_now, run_gunicorn
+from local.gunicorn_app import OneRequestThreadWorker, exit_master_now, exit_worker_now, run_gunicorn
+from local.wsgi import (JSON, HttpError, RequestHeaders, header, method_not_allowed, not_found, read_body,
+                        respond)
 
 logger = logging.getLogger("local.endpoint")
 
@@ -37,6 +38,8 @@ DEFAULT_PROGRAM = "inference.py"
 DEFAULT_VARIANT = "AllTraffic"
 HANDLER_FUNCTIONS = ("model_fn", "input_fn", "predict_fn", "output_fn")
 MAX_PAYLOAD_BYTES = 25 * 1024 * 1024  # what a real-time endpoint accepts; the handler has its own, lower, limit
+KEEPALIVE_S = 60   # longer than the function's calls are apart under any load worth keeping connections for
+INVOKE_PREFIX, INVOKE_SUFFIX = "/endpoints/", "/invocations"   # SageMaker Runtime: /endpoints/<name>/invocations
 INTERNAL_ERROR_BODY = json.dumps({"error": "InternalServerError", "message": "the model failed on this request"})
 
 
@@ -125,8 +128,12 @@ def _model_error(endpoint_name, variant, region, status, body, log_path):
         "OriginalMessage": original,
         "LogStreamArn": f"arn:aws:logs:{region}:000000000000:log-group:/aws/sagemaker/Endpoints/{endpoint_name}",
     }
-    return Response(json.dumps(payload), status=424, content_type="application/json",
-                    headers={"x-amzn-ErrorType": "ModelError"})
+    return 424, json.dumps(payload), JSON, [("x-amzn-ErrorType", "ModelError")]
+
+
+def _payload_too_large():
+    return HttpError(413, {"message": f"Request payload exceeds {MAX_PAYLOAD_BYTES} bytes"},
+                     headers=[("x-amzn-ErrorType", "ValidationError")])
 
 
 def create_app(model_dir, endpoint_name, variant=DEFAULT_VARIANT, program=None, torch_threads=1,
@@ -138,40 +145,42 @@ def create_app(model_dir, endpoint_name, variant=DEFAULT_VARIANT, program=None, 
     started = time.perf_counter()
     host = ModelHost(model_dir, program)
     logger.info("worker %d loaded the model in %.2f s", os.getpid(), time.perf_counter() - started)
+    variant_header = [("x-Amzn-Invoked-Production-Variant", variant)]
 
-    app = Flask("local_endpoint")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_PAYLOAD_BYTES
+    def run_invocation(environ):
+        body = read_body(environ, MAX_PAYLOAD_BYTES, _payload_too_large)
+        return host.invoke(body, environ.get("CONTENT_TYPE"), header(environ, "Accept"), RequestHeaders(environ))
 
-    def run_invocation():
-        return host.invoke(request.get_data(cache=False), request.headers.get("Content-Type"),
-                           request.headers.get("Accept"), request.headers)
+    def route(environ):
+        """(status, body, content type, headers) of one request."""
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        if path == "/ping":
+            if method not in ("GET", "HEAD"):
+                raise method_not_allowed(method, ("GET", "HEAD"))
+            return 200, b"", "text/plain", ()
+        if path == "/invocations" or path.startswith(INVOKE_PREFIX) and path.endswith(INVOKE_SUFFIX):
+            if method != "POST":
+                raise method_not_allowed(method, ("POST",))
+            if path == "/invocations":
+                return (*run_invocation(environ), ())
+            name = path[len(INVOKE_PREFIX):-len(INVOKE_SUFFIX)]
+            if not name or "/" in name:
+                raise not_found(path)
+            if name != endpoint_name:
+                raise HttpError(400, {"message": f"Endpoint {name} of account 000000000000 not found."},
+                                headers=[("x-amzn-ErrorType", "ValidationError")])
+            status, body, content_type = run_invocation(environ)
+            if status >= 400:
+                return _model_error(endpoint_name, variant, region, status, body, log_path)
+            return 200, body, content_type, variant_header
+        raise not_found(path)
 
-    @app.get("/ping")
-    def ping():
-        return Response("", status=200)
-
-    @app.post("/invocations")
-    def invocations():
-        status, body, content_type = run_invocation()
-        return Response(body, status=status, content_type=content_type)
-
-    @app.post("/endpoints/<name>/invocations")
-    def invoke_endpoint(name):
-        if name != endpoint_name:
-            message = f"Endpoint {name} of account 000000000000 not found."
-            return Response(json.dumps({"message": message}), status=400, content_type="application/json",
-                            headers={"x-amzn-ErrorType": "ValidationError"})
-        status, body, content_type = run_invocation()
-        if status >= 400:
-            return _model_error(endpoint_name, variant, region, status, body, log_path)
-        return Response(body, status=200, content_type=content_type,
-                        headers={"x-Amzn-Invoked-Production-Variant": variant})
-
-    @app.errorhandler(413)
-    def too_large(_error):
-        message = f"Request payload exceeds {MAX_PAYLOAD_BYTES} bytes"
-        return Response(json.dumps({"message": message}), status=413, content_type="application/json",
-                        headers={"x-amzn-ErrorType": "ValidationError"})
+    def app(environ, start_response):
+        try:
+            status, body, content_type, headers = route(environ)
+        except HttpError as error:
+            return respond(start_response, error.status, error.body, JSON, error.headers)
+        return respond(start_response, status, body, content_type, headers)
 
     return app
 
@@ -188,6 +197,8 @@ def get_args_parser():
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads per worker (default 1)")
     parser.add_argument("--timeout", type=int, default=65,
                         help="seconds before a stuck worker is replaced (default 65; SageMaker allows 60)")
+    parser.add_argument("--keepalive", type=int, default=KEEPALIVE_S,
+                        help=f"seconds an idle client connection is kept open (default {KEEPALIVE_S})")
     parser.add_argument("--region", default="us-east-1", help="region named in error ARNs (default us-east-1)")
     parser.add_argument("--log-path", default="the endpoint log", help="log file named in ModelError messages")
     return parser
@@ -212,7 +223,11 @@ def main(args):
     run_gunicorn(factory, {
         "bind": f"{args.host}:{args.port}",
         "workers": args.workers,
-        "worker_class": "sync",
+        # One request at a time per worker, as a sync worker, but connections are kept alive: the function's
+        # botocore client reuses its connections instead of opening one per call.
+        "worker_class": OneRequestThreadWorker,
+        "threads": 1,
+        "keepalive": args.keepalive,
         "timeout": args.timeout,
         "graceful_timeout": 30,     # SageMaker sends SIGKILL 30 s after SIGTERM
         "accesslog": "-",

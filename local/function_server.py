@@ -1,4 +1,4 @@
-"""The local Lambda function: gunicorn (one gthread worker) + Flask serving the Lambda Invoke API.
+"""The local Lambda function: gunicorn (one gthread worker) + a small WSGI app serving the Lambda Invoke API.
 
 It unpacks the same function zip AWS gets (build/function.zip) like Lambda does into /var/task, imports the
 handler from it and serves
@@ -29,16 +29,18 @@ import uuid
 import zipfile
 from pathlib import Path
 
-from flask import Flask, Response, request
-
 from local.function_zip import source_code_hash
-from local.gunicorn_app import run_gunicorn
+from local.gunicorn_app import KeepAliveThreadWorker, run_gunicorn
+from local.wsgi import JSON, HttpError, header, method_not_allowed, not_found, read_body, respond
 
 logger = logging.getLogger("local.function")
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024      # synchronous invocation payload limit, each way
 EXECUTED_VERSION = "$LATEST"
 ACCOUNT = "000000000000"
+INVOKE_PREFIX, INVOKE_SUFFIX = "/2015-03-31/functions/", "/invocations"   # Lambda Invoke: .../<name>/invocations
+STATUS_PATH = "/local/status"
+KEEPALIVE_S = 60
 
 
 def unpack_function_zip(zip_path, function_dir):
@@ -95,10 +97,15 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-def _error_response(status, error_type, message, **extra):
+def _error(status, error_type, message, **extra):
     body = {"Type": "User", "message": message, **extra}
-    return Response(json.dumps(body), status=status, content_type="application/json",
-                    headers={"x-amzn-ErrorType": error_type, "x-amzn-RequestId": str(uuid.uuid4())})
+    return HttpError(status, body, headers=[("x-amzn-ErrorType", error_type),
+                                            ("x-amzn-RequestId", str(uuid.uuid4()))])
+
+
+def _payload_too_large():
+    return _error(413, "RequestTooLargeException",
+                  f"Request must be smaller than {MAX_PAYLOAD_BYTES} bytes for the InvokeFunction operation")
 
 
 def _names_function(requested, function_name):
@@ -115,7 +122,6 @@ def create_app(function_dir, function_name, handler="lambda_function.lambda_hand
     module_name, _, handler_name = handler.rpartition(".")
     handler_function = getattr(importlib.import_module(module_name), handler_name)
     limit = ConcurrencyLimit(reserved_concurrency)
-    app = Flask("local_function")
 
     def run(event, client_context):
         context = LambdaContext(function_name, region, memory_mb, timeout_s, client_context)
@@ -135,52 +141,66 @@ def create_app(function_dir, function_name, handler="lambda_function.lambda_hand
         finally:
             limit.release()
 
-    @app.post("/2015-03-31/functions/<path:requested>/invocations")
-    def invoke(requested):
+    def invoke(environ, requested):
         if not _names_function(requested, function_name):
-            return _error_response(404, "ResourceNotFoundException",
-                                   f"Function not found: arn:aws:lambda:{region}:{ACCOUNT}:function:{requested}")
-        payload = request.get_data(cache=False)
-        if len(payload) > MAX_PAYLOAD_BYTES:
-            return _error_response(413, "RequestTooLargeException",
-                                   f"Request must be smaller than {MAX_PAYLOAD_BYTES} bytes for the "
-                                   f"InvokeFunction operation")
+            raise _error(404, "ResourceNotFoundException",
+                         f"Function not found: arn:aws:lambda:{region}:{ACCOUNT}:function:{requested}")
+        payload = read_body(environ, MAX_PAYLOAD_BYTES, _payload_too_large)
         try:
             event = json.loads(payload) if payload else {}
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            return _error_response(400, "InvalidRequestContentException",
-                                   f"Could not parse request body into json: {error}")
-        invocation_type = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+            raise _error(400, "InvalidRequestContentException",
+                         f"Could not parse request body into json: {error}") from None
+        invocation_type = header(environ, "X-Amz-Invocation-Type") or "RequestResponse"
         if invocation_type == "DryRun":
-            return Response(status=204)
+            return 204, b"", ()
         if invocation_type not in ("RequestResponse", "Event"):
-            return _error_response(400, "InvalidParameterValueException",
-                                   f"Unsupported invocation type {invocation_type}")
+            raise _error(400, "InvalidParameterValueException", f"Unsupported invocation type {invocation_type}")
         if not limit.try_acquire():
-            return _error_response(429, "TooManyRequestsException", "Rate Exceeded.",
-                                   Reason="ReservedFunctionConcurrentInvocationLimitExceeded")
-        client_context = request.headers.get("X-Amz-Client-Context")
+            raise _error(429, "TooManyRequestsException", "Rate Exceeded.",
+                         Reason="ReservedFunctionConcurrentInvocationLimitExceeded")
+        client_context = header(environ, "X-Amz-Client-Context")
         if invocation_type == "Event":
             threading.Thread(target=run_in_background, args=(event, client_context), daemon=True).start()
-            return Response(status=202)
+            return 202, b"", ()
         try:
             request_id, body, function_error = run(event, client_context)
         finally:
             limit.release()
-        headers = {"X-Amz-Executed-Version": EXECUTED_VERSION, "x-amzn-RequestId": request_id}
-        if function_error:
-            headers["X-Amz-Function-Error"] = function_error
+        headers = [("X-Amz-Executed-Version", EXECUTED_VERSION), ("x-amzn-RequestId", request_id)]
         if len(body) > MAX_PAYLOAD_BYTES:
             body = json.dumps({"errorMessage": f"Response payload size exceeded maximum allowed payload size "
                                                f"({MAX_PAYLOAD_BYTES} bytes).",
                                "errorType": "Function.ResponseSizeTooLarge"}).encode()
-            headers["X-Amz-Function-Error"] = "Unhandled"
-        return Response(body, status=200, content_type="application/json", headers=headers)
+            function_error = "Unhandled"
+        if function_error:
+            headers.append(("X-Amz-Function-Error", function_error))
+        return 200, body, headers
 
-    @app.get("/local/status")
     def status():
         return {"function_name": function_name, "in_flight": limit.in_flight,
                 "reserved_concurrency": limit.limit, "code_sha256": code_sha256, "pid": os.getpid()}
+
+    def route(environ):
+        """(status, body, headers) of one request."""
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        requested = path[len(INVOKE_PREFIX):-len(INVOKE_SUFFIX)]
+        if path.startswith(INVOKE_PREFIX) and path.endswith(INVOKE_SUFFIX) and requested:
+            if method != "POST":
+                raise method_not_allowed(method, ("POST",))
+            return invoke(environ, requested)
+        if path == STATUS_PATH:
+            if method not in ("GET", "HEAD"):
+                raise method_not_allowed(method, ("GET", "HEAD"))
+            return 200, status(), ()
+        raise not_found(path)
+
+    def app(environ, start_response):
+        try:
+            status_code, body, headers = route(environ)
+        except HttpError as error:
+            return respond(start_response, error.status, error.body, JSON, error.headers)
+        return respond(start_response, status_code, body, JSON, headers)
 
     return app
 
@@ -215,13 +235,11 @@ def main(args):
     run_gunicorn(factory, {
         "bind": f"{args.host}:{args.port}",
         "workers": 1,                               # one process: the concurrency counter lives in it
-        "worker_class": "gthread",
+        "worker_class": KeepAliveThreadWorker,
         "threads": args.reserved_concurrency + 8,   # room to answer the call over the limit with a 429 at once
         "timeout": args.timeout + 30,
         "graceful_timeout": 30,
-        # No keep-alive: gunicorn 26's gthread worker waits out the whole graceful timeout for idle keep-alive
-        # connections at shutdown; a new loopback connection per call costs well under a millisecond.
-        "keepalive": 0,
+        "keepalive": KEEPALIVE_S,                   # callers reuse their connections; idle ones close at SIGTERM
         "accesslog": "-",
         "errorlog": "-",
         "access_log_format": '%(h)s "%(r)s" %(s)s %(B)s %(M)sms',

@@ -1,10 +1,11 @@
-"""Run a Flask app factory under gunicorn from Python, with options given as a dict (no config file)."""
+"""Run a WSGI app factory under gunicorn from Python (options as a dict, no config file), and the workers it uses."""
 
 import logging
 import os
 import sys
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
 
 
 class _FactoryApplication(BaseApplication):
@@ -20,6 +21,50 @@ class _FactoryApplication(BaseApplication):
     def load(self):
         # Called in each worker after the fork (no preload), so each worker builds its own app and model.
         return self._factory()
+
+
+class KeepAliveThreadWorker(ThreadWorker):
+    """gunicorn's gthread worker, keeping connections alive between requests and still stopping at once.
+
+    Keep-alive spares each call a TCP connect, accept and close (and a sync worker's wait for the client's FIN
+    after each answer). gunicorn 26's gthread worker, though, waits at shutdown until every connection has
+    closed, and an idle keep-alive connection only closes when its keep-alive timeout passes: its poller sleeps
+    through the graceful timeout (30 s) when nothing else happens. On SIGTERM this worker closes its idle
+    connections at once; requests in flight still finish.
+    """
+
+    def handle_exit(self, sig, frame):
+        super().handle_exit(sig, frame)
+        # A signal handler may interrupt the poller loop anywhere: hand the closing to the loop itself.
+        self.method_queue.defer(self._close_idle_connections)
+
+    def _close_idle_connections(self):
+        for conn in (*self.keepalived_conns, *self.pending_conns):
+            conn.timeout = 0
+        self.murder_keepalived()
+        self.murder_pending()
+
+
+class OneRequestThreadWorker(KeepAliveThreadWorker):
+    """A keep-alive worker that runs one request at a time (threads=1) and, like a sync worker, is replaced
+    when one request runs longer than the worker timeout.
+
+    A gthread worker's heartbeat comes from its poller loop, which goes on while a request thread hangs, so the
+    master would never replace a worker stuck in a request. This one skips the heartbeat while a request runs.
+    """
+
+    _busy = False
+
+    def handle_request(self, req, conn):
+        self._busy = True
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            self._busy = False
+
+    def notify(self):
+        if not self._busy:
+            super().notify()
 
 
 def run_gunicorn(app_factory, options):
