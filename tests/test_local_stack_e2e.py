@@ -7,6 +7,7 @@ local.url_allow_networks=127.0.0.1/32.
 """
 
 import base64
+import http.client
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -226,6 +228,54 @@ def test_an_unknown_endpoint_name_is_a_validation_error(endpoint):
     with pytest.raises(ClientError) as raised:
         endpoint.invoke_endpoint(EndpointName="no-such-endpoint", Body=image_bytes(), ContentType="image/jpeg")
     assert raised.value.response["Error"]["Code"] == "ValidationError"
+
+
+def test_both_servers_answer_several_invocations_on_one_kept_alive_connection(settings, deployed, class_names):
+    """Keep-alive on both hops (what the function's and the caller's botocore pools rely on), bodies read whole."""
+    image = image_bytes(size=(320, 240))
+    event = json.dumps({"image": base64.b64encode(image).decode()}).encode()
+    for port, path, body, content_type in (
+            (settings.endpoint_port, "/endpoints/dog-breeds-local/invocations", image, "image/jpeg"),
+            (settings.function_port, "/2015-03-31/functions/dog-breeds-local/invocations", event,
+             "application/json")):
+        connection = http.client.HTTPConnection(settings.host, port, timeout=30)
+        sockets = []
+        for _ in range(3):
+            connection.request("POST", path, body=body, headers={"Content-Type": content_type})
+            response = connection.getresponse()
+            answer = json.loads(response.read())
+            assert response.status == 200 and not response.will_close, (path, answer)
+            sockets.append(connection.sock)
+        assert sockets[0] is sockets[1] is sockets[2], f"{path}: a new connection per request"
+        connection.close()
+
+
+@pytest.mark.parametrize("server, method, path, status", [
+    ("endpoint", "GET", "/endpoints/dog-breeds-local/invocations", 405),
+    ("endpoint", "POST", "/ping", 405),
+    ("endpoint", "GET", "/no/such/route", 404),
+    ("function", "GET", "/2015-03-31/functions/dog-breeds-local/invocations", 405),
+    ("function", "POST", "/no/such/route", 404),
+])
+def test_unknown_routes_and_methods_get_a_json_error(settings, deployed, server, method, path, status):
+    url = settings.endpoint_url if server == "endpoint" else settings.function_url
+    request = urllib.request.Request(url + path, method=method, data=b"{}" if method == "POST" else None)
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=10)
+    assert raised.value.code == status
+    assert json.loads(raised.value.read())["message"]
+
+
+def test_a_chunked_request_body_reaches_the_model_whole(settings, deployed, class_names):
+    connection = http.client.HTTPConnection(settings.host, settings.endpoint_port, timeout=30)
+    image = image_bytes(size=(320, 240))
+    chunks = (image[i:i + 1000] for i in range(0, len(image), 1000))
+    connection.request("POST", "/invocations", body=chunks, encode_chunked=True,
+                       headers={"Content-Type": "image/jpeg", "Transfer-Encoding": "chunked"})
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    assert response.status == 200, answer
+    assert {prediction["class_name"] for prediction in answer["predictions"]} <= set(class_names)
 
 
 @pytest.mark.parametrize("event_for, status, code", [
