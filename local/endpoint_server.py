@@ -232,7 +232,7 @@ def main(args):
         "graceful_timeout": 30,     # SageMaker sends SIGKILL 30 s after SIGTERM
         "accesslog": "-",
         "errorlog": "-",
-        "access_log_format": '%(h)s "%(r)s" %(s)s %(B)s %(M)sms',
+        "access_log_format": '%(p)s %(h)s "%(r)s" %(s)s %(B)s %(M)sms',   # %(p)s: the worker's pid
         "proc_name": f"endpoint-{args.endpoint_name}",
         "worker_exit": exit_worker_now,
         "on_exit": exit_master_now,
