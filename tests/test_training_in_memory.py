@@ -2,7 +2,6 @@
 evaluation must see exactly eval_transform's tensors, and the training run must keep its guarantees (resume after
 SIGTERM, shards under torchrun, unreadable images skipped). Run on CPU here; the same code runs on a GPU."""
 
-import json
 import math
 import os
 import subprocess
@@ -18,8 +17,8 @@ from torchvision.transforms.functional import pil_to_tensor
 import preprocessing
 import train
 from decoded_images import stored_side
-from test_training_pipeline import (TRAIN_SCRIPT, assert_same_history, history, sigterm_after_first_epoch,
-                                    tiny_args)
+from test_training_pipeline import (TRAIN_SCRIPT, assert_same_history, history, run_two_processes,
+                                    sigterm_after_first_epoch, tiny_args)
 
 
 def smooth_picture(width, height):
@@ -135,12 +134,7 @@ def test_in_memory_run_resumes_after_sigterm_like_an_uninterrupted_one(tiny_imag
 
 
 def test_two_torchrun_processes_each_decode_and_train_on_their_half(tiny_image_folder, tmp_path):
-    args = in_memory_args(tiny_image_folder, tmp_path, "--epochs", "1")
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(TRAIN_SCRIPT),
-         *args], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    report = json.loads((tmp_path / "output" / "metrics.json").read_text())
+    result, report = run_two_processes(in_memory_args(tiny_image_folder, tmp_path, "--epochs", "1"), tmp_path)
     assert report["world_size"] == 2
     assert report["train_samples_per_rank"] == [12, 12]          # 24 training images, half each
     assert "images decoded into cpu memory" in result.stdout and "train 12," in result.stdout

@@ -63,6 +63,15 @@ def sigterm_after_first_epoch(args):
     return lines
 
 
+def run_two_processes(args, work):
+    """train.py under torchrun with 2 processes; its output and the metrics.json it wrote in `work`."""
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(TRAIN_SCRIPT),
+         *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result, json.loads((work / "output" / "metrics.json").read_text())
+
+
 # --- the model directory --------------------------------------------------------------------------------------
 
 def test_model_directory_holds_weights_cleaned_class_names_config_and_code(trained_model_dir):
@@ -181,12 +190,8 @@ def test_a_checkpoint_of_other_settings_is_not_resumed_silently(uninterrupted, t
 # --- distributed ----------------------------------------------------------------------------------------------
 
 def test_two_torchrun_processes_each_train_on_half_and_match_one_process(tiny_image_folder, tmp_path, uninterrupted):
-    args = tiny_args(tiny_image_folder, tmp_path, "--mode", "finetune", "--epochs", "3")
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(TRAIN_SCRIPT),
-         *args], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    report = json.loads((tmp_path / "output" / "metrics.json").read_text())
+    result, report = run_two_processes(tiny_args(tiny_image_folder, tmp_path, "--mode", "finetune", "--epochs", "3"),
+                                       tmp_path)
     assert report["world_size"] == 2
     assert report["train_samples_per_rank"] == [12, 12]          # 24 training images, half each
     assert "2 process(es)" in result.stdout
