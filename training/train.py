@@ -487,7 +487,6 @@ class HeadTrainer:
     def batches_per_epoch(self):
         return math.ceil(self.steps_length / self.run.per_rank_batch)
 
-
     def train_epoch(self, epoch, optimizer, start_batch, sums, on_interrupt):
         with one_thread(self.run.device.type == "cpu"):
             return self._train_epoch(epoch, optimizer, start_batch, sums, on_interrupt)
