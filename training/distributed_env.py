@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from shared_memory_gradients import SharedMemoryGradients, host_supports_polling
+
 
 @dataclass
 class Distributed:
@@ -24,6 +26,11 @@ class Distributed:
     @property
     def is_main(self):
         return self.rank == 0
+
+    @property
+    def single_host(self):
+        """Every rank runs on this machine (torchrun on one node), so they can share memory."""
+        return self.enabled and self.local_world_size == self.world_size
 
     def barrier(self):
         if self.enabled:
@@ -68,14 +75,22 @@ def setup_distributed(device_type):
 def data_parallel(module, env, device):
     """`module` wrapped for data-parallel training: DistributedDataParallel when there are several ranks.
 
-    On CPU the gradients go through gloo as DDP does by default. Tried and measured (bench/train_bench.py (b),
-    README): averaging them through shared memory in a DDP communication hook made the isolated all-reduce of
-    ResNet-18's 45 MB 2.4x faster (55 -> 22 ms), yet whole training steps slower (920 vs 855 ms, interleaved in
-    one run; forward and backward both slowed), so it was taken out again.
+    GPUs all-reduce through NCCL. CPU ranks that all run on one x86 host average their gradients through shared
+    memory in one bucket after the backward pass (shared_memory_gradients.py); other CPU ranks use gloo.
     """
     if not env.enabled:
         return module
-    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    if device.type == "cuda":
+        return DistributedDataParallel(module, device_ids=[device.index])
+    if env.single_host and host_supports_polling():
+        numel = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        averaging = SharedMemoryGradients.create(env, numel)
+        if averaging is not None:
+            network = DistributedDataParallel(module, gradient_as_bucket_view=True,
+                                              bucket_cap_mb=numel * 4 / 2**20 + 1)     # one bucket
+            network.register_comm_hook(averaging, SharedMemoryGradients.hook)
+            return network
+    return DistributedDataParallel(module)
 
 
 def teardown_distributed(env):
