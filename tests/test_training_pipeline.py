@@ -17,6 +17,7 @@ import torch
 import train
 from architectures import build_model
 from model_archive import build_model_archive
+from shared_memory_gradients import host_supports_polling
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = REPO_ROOT / "training" / "train.py"
@@ -189,17 +190,34 @@ def test_a_checkpoint_of_other_settings_is_not_resumed_silently(uninterrupted, t
 
 # --- distributed ----------------------------------------------------------------------------------------------
 
-def test_two_torchrun_processes_each_train_on_half_and_match_one_process(tiny_image_folder, tmp_path, uninterrupted):
-    result, report = run_two_processes(tiny_args(tiny_image_folder, tmp_path, "--mode", "finetune", "--epochs", "3"),
-                                       tmp_path)
+@pytest.fixture(scope="module")
+def learnable_image_folder(tmp_path_factory):
+    """3 classes of 24 training images at 56 px: enough for a 4-epoch run to learn them (the tiny set is not)."""
+    import synthetic
+
+    root = tmp_path_factory.mktemp("learnable-data") / "shapes"
+    return synthetic.make_synthetic_dataset(root, classes=3, split_sizes={"train": 24, "valid": 8, "test": 8},
+                                            image_size=56, seed=1)
+
+
+def test_two_torchrun_processes_each_train_on_half_and_learn_as_well_as_one_process(learnable_image_folder,
+                                                                                     tmp_path):
+    def args(work):
+        return tiny_args(learnable_image_folder, work, "--mode", "finetune", "--epochs", "4", "--image-size", "48",
+                         "--batch-size", "16")
+
+    single = train.main(train.parse_args(args(tmp_path / "one")))["final"]
+    result, report = run_two_processes(args(tmp_path / "two"), tmp_path / "two")
     assert report["world_size"] == 2
-    assert report["train_samples_per_rank"] == [12, 12]          # 24 training images, half each
+    assert report["train_samples_per_rank"] == [36, 36]          # 72 training images, half each
     assert "2 process(es)" in result.stdout
-    single = json.loads((uninterrupted / "output" / "metrics.json").read_text())["final"]
+    if host_supports_polling():
+        assert "gradients are averaged through shared memory" in result.stdout
     both = report["final"]
-    # Same global batch and schedule; only batch-norm statistics (per rank) and sampling order differ.
-    assert abs(both["valid_accuracy"] - single["valid_accuracy"]) <= 0.25
-    assert abs(both["valid_loss"] - single["valid_loss"]) <= 0.5
+    # The same global batches; batch-norm statistics come from each rank's 8 images instead of all 16. (With 2
+    # images a rank, as a batch of 4 would give, they are too noisy to learn from in so short a run.)
+    assert single["valid_accuracy"] >= 0.9 and both["valid_accuracy"] >= 0.9
+    assert abs(both["valid_accuracy"] - single["valid_accuracy"]) <= 0.1          # 24 images: 2 may differ
 
 
 # --- bad input --------------------------------------------------------------------------------------------------

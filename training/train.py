@@ -630,8 +630,7 @@ def _fit(run, checkpoint, fingerprint, started):
         trainer = HeadTrainer(run)
     else:
         trainer = InMemoryFinetuneTrainer(run) if args.image_cache == "memory" else FinetuneTrainer(run)
-    optimizer = torch.optim.AdamW(trainer.parameters, lr=args.lr, weight_decay=args.weight_decay,
-                                  fused=run.device.type == "cuda")
+    optimizer = torch.optim.AdamW(trainer.parameters, lr=args.lr, weight_decay=args.weight_decay, fused=True)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
 
     state = {"epoch": 0, "history": [], "best_epoch": 0, "best_valid_loss": math.inf, "best_model": None,
