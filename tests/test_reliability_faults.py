@@ -7,6 +7,7 @@ on an idle stack (test_local_stack_e2e.py).
 """
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -168,8 +169,11 @@ def test_deploy_interrupted_half_way_stops_what_it_started(trained_model_dir, tm
            "INVOKE_TRAIN_ARCHIVE": str(trained_model_dir.parent / "model.tar.gz"),
            "INVOKE_LOCAL_STATE_DIR": str(state_dir), "INVOKE_LOCAL_ENDPOINT_PORT": str(free_port()),
            "INVOKE_LOCAL_FUNCTION_PORT": str(free_port())}
+    # Ctrl-C reaches a deploy started from a terminal. Started from a background job (`.ci/run &`), this test would
+    # pass on SIGINT ignored, and Python would then never raise KeyboardInterrupt: give the deploy the terminal's.
     deploying = subprocess.Popen([str(Path(sys.executable).parent / "invoke"), "deploy"], cwd=REPO_ROOT, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -187,6 +191,9 @@ def test_deploy_interrupted_half_way_stops_what_it_started(trained_model_dir, tm
     left = processes_naming(str(state_dir))
     write_report("faults", {"deploy_interrupted": {"exit_code": deploying.returncode, "message": stderr.strip(),
                                                    "processes_left": len(left)}})
+    for pid in left:                           # a failed run must not leave servers behind
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     assert deploying.returncode != 0
     assert stderr.strip() == "deploy interrupted: everything it had started was stopped"
     assert left == []
