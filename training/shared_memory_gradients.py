@@ -69,14 +69,14 @@ class SharedMemoryGradients:
                     os.posix_fallocate(block.fileno(), 0, total_floats * 4)
             except OSError as error:
                 failure = f"{path}: {error.strerror or error}"
-        failures = _gather(env, failure)
+        failures = env.gather(failure)
         block = None
         if not any(failures):
             try:
                 block = torch.from_file(path, shared=True, size=total_floats, dtype=torch.float32)
             except (OSError, RuntimeError) as error:
                 failure = f"{path}: {error}"
-            failures = _gather(env, failure)
+            failures = env.gather(failure)
         dist.barrier()                  # every rank has mapped the block (or given up): its name can go
         if env.is_main:
             try:
@@ -89,7 +89,7 @@ class SharedMemoryGradients:
             return None
         counters = block[:counter_floats].view(torch.int64).view(env.world_size, counter_stride)[:, 0]
         counters.zero_()
-        peer_pids = _gather(env, os.getpid())
+        peer_pids = env.gather(os.getpid())
         dist.barrier()                  # nobody signals before every counter is zeroed
         log.info("gradients are averaged through shared memory (%.1f MB per rank)", numel * 4 / 2**20)
         return cls(env.rank, env.world_size, block[counter_floats:].view(env.world_size, numel), counters, peer_pids)
@@ -146,12 +146,6 @@ class SharedMemoryGradients:
         future = torch.futures.Future()
         future.set_result(state.average(flat))
         return future
-
-
-def _gather(env, value):
-    gathered = [None] * env.world_size
-    dist.all_gather_object(gathered, value)
-    return gathered
 
 
 def _alive(pid):
