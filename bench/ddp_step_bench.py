@@ -31,7 +31,12 @@ def parse_args(argv=None):
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=32, help="global batch; each rank takes half")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
+    if args.batch_size < 2 or args.batch_size % 2:
+        parser.error("--batch-size must be even (each of the 2 ranks takes half), at least 2")
+    return args
 
 
 def rank_main(args):

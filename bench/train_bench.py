@@ -104,7 +104,8 @@ def finetune_run(args, work, name, processes, threads, seed):
 def scaling(args, work):
     runs = {name: [] for name, _, _ in SCALING_SETUPS}
     for seed in range(args.repeats):
-        rotated = SCALING_SETUPS[seed % 3:] + SCALING_SETUPS[:seed % 3]
+        turn = seed % len(SCALING_SETUPS)
+        rotated = SCALING_SETUPS[turn:] + SCALING_SETUPS[:turn]
         for name, processes, threads in rotated:
             run = finetune_run(args, work, name, processes, threads, seed)
             runs[name].append(run)
