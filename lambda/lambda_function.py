@@ -6,8 +6,10 @@ Events it accepts:
   API Gateway (REST or HTTP API) and function-URL proxy events whose body is one of the above as JSON, possibly
   base64-encoded; "top_k" may also be a query string parameter.
 It answers {"statusCode", "headers": {"Content-Type": "application/json"}, "body": "<json>"}: 200 with the
-endpoint's top-k answer, 400 for a malformed event, the endpoint's own 4xx for a bad image or URL, 429 when the
-endpoint throttles, 502 when it fails, 504 when it times out.
+endpoint's top-k answer, 400 for a malformed event (a "url" that can never name an image on the web included:
+not http(s), no host, user info, whitespace or control characters, over 2,048 characters), the endpoint's own 4xx
+for a bad image or a URL it will not fetch, 429 when the endpoint throttles, 502 when it fails, 504 when it times
+out.
 
 Environment (Terraform sets it): ENDPOINT_NAME (required); LOG_LEVEL (default INFO); ENDPOINT_CONNECT_TIMEOUT_S
 (default 2) and ENDPOINT_READ_TIMEOUT_S (default 65: a SageMaker container has 60 s to answer). Only boto3 is used, which the
@@ -19,6 +21,7 @@ import binascii
 import json
 import logging
 import os
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -30,6 +33,8 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError
 ENDPOINT_NAME = os.environ.get("ENDPOINT_NAME", "")
 JSON = "application/json"
 IMAGE = "application/x-image"
+URL_SCHEMES = ("http", "https")
+MAX_URL_CHARS = 2048   # what browsers, CDNs and the sitemap protocol keep URLs under
 THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "SlowDown"}
 UNAVAILABLE_CODES = {"ServiceUnavailable", "ModelNotReadyException"}
 EXPECTED_EVENT = ('expected {"url": "https://..."} or {"image": "<base64>"} (optional "top_k"), directly or as '
@@ -100,6 +105,28 @@ def _proxy_payload(event):
     return payload
 
 
+def _image_url(url):
+    """The URL if it can name an image on the web; else BadEvent, before anything is sent to the endpoint (which
+    keeps its own checks of where the URL leads)."""
+    if len(url) > MAX_URL_CHARS:
+        raise BadEvent(f'"url" is {len(url)} characters long; the limit is {MAX_URL_CHARS}')
+    if any(char.isspace() or unicodedata.category(char) == "Cc" for char in url):
+        raise BadEvent('"url" must not contain whitespace or control characters (percent-encode them)')
+    try:
+        parts = urlsplit(url)
+        parts.port   # raises ValueError for a port that is not a number in 0-65535
+    except ValueError as error:
+        raise BadEvent(f'"url" is not a valid URL: {error}') from None
+    if parts.scheme.lower() not in URL_SCHEMES:
+        scheme = f"{parts.scheme}:" if parts.scheme else "one without a scheme"
+        raise BadEvent(f'"url" must be an http:// or https:// URL, not {scheme}')
+    if "@" in parts.netloc:
+        raise BadEvent('"url" must not carry user info (user:password@)')
+    if not parts.hostname:
+        raise BadEvent('"url" has no host')
+    return url
+
+
 def parse_event(event):
     """The event as a PredictionRequest; every way it can be malformed raises BadEvent here."""
     if not isinstance(event, dict):
@@ -112,7 +139,7 @@ def parse_event(event):
         url = payload["url"]
         if not isinstance(url, str) or not url.strip():
             raise BadEvent('"url" must be a non-empty string')
-        return PredictionRequest(url=url.strip(), top_k=top_k)
+        return PredictionRequest(url=_image_url(url.strip()), top_k=top_k)
     image = payload["image"]
     if not isinstance(image, str) or not image:
         raise BadEvent('"image" must be a non-empty base64 string')

@@ -57,6 +57,11 @@ def jpeg_declaring(width, height):
     return bytes(data)
 
 
+def json_url(url):
+    """InvokeEndpoint arguments of a JSON {"url": ...} request, as the function sends it."""
+    return {"Body": json.dumps({"url": url}).encode(), "ContentType": "application/json"}
+
+
 def animated_gif():
     frames = [Image.new("P", (96, 64), index) for index in (10, 80, 200)]
     buffer = io.BytesIO()
@@ -148,12 +153,40 @@ CASES = [
      {"image": b64(GOOD_JPEG), "caption": "my dog"}, 200, None, None),
     # image URLs (served on 127.0.0.1)
     ("url with unicode path", "function", lambda images: {"url": images.url("/chien-ĉ.jpg")}, 200, None, None),
+    # URLs that can never be an image URL: the function refuses them before calling the endpoint ...
     ("url with CR LF (header injection)", "function",
-     lambda images: {"url": images.url("/dog.jpg") + "\r\nX-Injected: 1"}, 422, "UrlRefused", "could not fetch"),
-    ("url with a NUL character", "function", lambda images: {"url": images.url("/dog\x00.jpg")}, 422,
+     lambda images: {"url": images.url("/dog.jpg") + "\r\nX-Injected: 1"}, 400, "BadRequest",
+     "whitespace or control characters"),
+    ("url with a NUL character", "function", lambda images: {"url": images.url("/dog\x00.jpg")}, 400,
+     "BadRequest", "whitespace or control characters"),
+    ("url with a bell character", "function", lambda images: {"url": images.url("/d\x07og.jpg")}, 400,
+     "BadRequest", "whitespace or control characters"),
+    ("url with a newline in its host", "function", {"url": "http://exa\nmple.com/dog.jpg"}, 400, "BadRequest",
+     "whitespace or control characters"),
+    ("ftp url", "function", {"url": "ftp://example.com/dog.jpg"}, 400, "BadRequest", "http:// or https://"),
+    ("javascript url", "function", {"url": "javascript:alert(1)"}, 400, "BadRequest", "http:// or https://"),
+    ("data url", "function", {"url": "data:image/png;base64,iVBORw0KGgo="}, 400, "BadRequest",
+     "http:// or https://"),
+    ("url without a scheme", "function", {"url": "example.com/dog.jpg"}, 400, "BadRequest", "without a scheme"),
+    ("100 kB url", "function", {"url": "https://example.com/" + "d" * 100_000}, 400, "BadRequest",
+     "the limit is 2048"),
+    ("file url", "function", {"url": "file:///etc/passwd"}, 400, "BadRequest", "http:// or https://"),
+    ("url with credentials", "function", lambda images: {"url": images.url("/dog.jpg", host="user:pw@127.0.0.1")},
+     400, "BadRequest", "user info"),
+    ("url without host", "function", {"url": "http:///dog.jpg"}, 400, "BadRequest", "no host"),
+    ("url with port out of range", "function", {"url": "http://127.0.0.1:99999/dog.jpg"}, 400, "BadRequest",
+     "not a valid URL"),
+    # ... and the endpoint, called directly, still refuses them itself
+    ("JSON url with CR LF", "endpoint", lambda images: json_url(images.url("/dog.jpg") + "\r\nX-Injected: 1"),
+     422, "UrlRefused", "could not fetch"),
+    ("JSON url with a NUL character", "endpoint", lambda images: json_url(images.url("/dog\x00.jpg")), 422,
      "UrlRefused", "could not fetch"),
-    ("url with a bell character", "function", lambda images: {"url": images.url("/d\x07og.jpg")}, 422,
-     "UrlRefused", "could not fetch"),
+    ("JSON file url", "endpoint", json_url("file:///etc/passwd"), 422, "UrlRefused", "only http and https"),
+    ("JSON url with credentials", "endpoint",
+     lambda images: json_url(images.url("/dog.jpg", host="user:pw@127.0.0.1")), 422, "UrlRefused", "credentials"),
+    ("JSON url without host", "endpoint", json_url("http:///dog.jpg"), 422, "UrlRefused", "no host"),
+    ("JSON url with port out of range", "endpoint", json_url("http://127.0.0.1:99999/dog.jpg"), 422, "UrlRefused",
+     "malformed url"),
     ("url that never answers", "function", lambda images: {"url": images.url("/hang/dog.jpg")}, 504,
      "UpstreamTimeout", "did not answer in time"),
     ("url answers 404", "function", lambda images: {"url": images.url("/missing.jpg")}, 422, "UrlRefused",
@@ -164,12 +197,6 @@ CASES = [
      "more than 3 redirects"),
     ("url over 10 MB", "function", lambda images: {"url": images.url("/big.jpg")}, 413, "PayloadTooLarge",
      "the limit is"),
-    ("file url", "function", {"url": "file:///etc/passwd"}, 422, "UrlRefused", "only http and https"),
-    ("url with credentials", "function", lambda images: {"url": images.url("/dog.jpg", host="user:pw@127.0.0.1")},
-     422, "UrlRefused", "credentials"),
-    ("url without host", "function", {"url": "http:///dog.jpg"}, 422, "UrlRefused", "no host"),
-    ("url with port out of range", "function", {"url": "http://127.0.0.1:99999/dog.jpg"}, 422, "UrlRefused",
-     "malformed url"),
     # the endpoint's own contract
     ("wrong content type", "endpoint", {"Body": GOOD_JPEG, "ContentType": "text/plain"}, 415,
      "UnsupportedMediaType", "content type text/plain is not supported"),
