@@ -91,7 +91,8 @@ def status(c):
         extra = ""
         if component == "function" and record.get("live"):
             live = record["live"]
-            extra = f", {live['in_flight']}/{live['reserved_concurrency']} in flight"
+            extra = (f", {live['in_flight']}/{live['reserved_concurrency']} in flight, environments: "
+                     f"{live['warm']} warm, {live['busy']} busy, {live['initializing']} starting")
         print(f"  {component:<8}  {health:<22} {record['url']}  pid {record['pid']}{extra}  log {record['log']}")
     return state
 

@@ -1,46 +1,46 @@
-"""The local Lambda function: gunicorn (one gthread worker) + a small WSGI app serving the Lambda Invoke API.
+"""The local Lambda function: gunicorn (one gthread worker) serving the Lambda Invoke API, in front of execution
+environments that run the handler in AWS's own runtime interface client (local/execution_environments.py).
 
-It unpacks the same function zip AWS gets (build/function.zip) like Lambda does into /var/task, imports the
-handler from it and serves
+It unpacks the same function zip AWS gets (build/function.zip) like Lambda does into /var/task and serves
   POST /2015-03-31/functions/<name>/invocations   Lambda Invoke, so boto3's lambda client works with endpoint_url:
       RequestResponse -> 200 + X-Amz-Executed-Version, the handler's return value as JSON;
-      handler exception -> 200 + X-Amz-Function-Error: Unhandled + {errorMessage, errorType, stackTrace};
+      unhandled exception, import error, timeout, runtime exit -> 200 + X-Amz-Function-Error: Unhandled +
+      {errorMessage, errorType, ...} as Lambda answers them;
       Event -> 202 (runs in the background); DryRun -> 204;
       more than the reserved concurrency in flight -> 429 TooManyRequestsException
       (Reason ReservedFunctionConcurrentInvocationLimitExceeded) at once, as Lambda does.
-  GET  /local/status                              in-flight count, limit, code hash (for `invoke status`, tests)
-The handler's AWS clients reach the local endpoint through the process environment (AWS_ENDPOINT_URL_* and dummy
-credentials, set by local/stack.py), so the handler itself has no local-only code.
+  GET  /local/status                              in flight, environments warm and busy, code hash (`invoke status`)
+The handler's AWS clients reach the local endpoint through the function's environment variables (AWS_ENDPOINT_URL_*
+and dummy credentials, passed with --env by local/stack.py), so the handler itself has no local-only code.
 
     python -m local.function_server --zip build/function.zip --function-dir .state/function --port 9001
 """
 
 import argparse
-import importlib
 import json
 import logging
 import os
 import shutil
-import sys
 import threading
-import time
-import traceback
 import uuid
 import zipfile
 from pathlib import Path
 
+from local.execution_environments import (MAX_PAYLOAD_BYTES, EnvironmentPool, FunctionConfig, Throttled,
+                                          decode_client_context)
+from local.function_settings import terraform_function
 from local.function_zip import source_code_hash
 from local.gunicorn_app import KeepAliveThreadWorker, run_gunicorn
 from local.wsgi import JSON, HttpError, header, method_not_allowed, not_found, read_body, respond
 
 logger = logging.getLogger("local.function")
 
-MAX_PAYLOAD_BYTES = 6 * 1024 * 1024      # synchronous invocation payload limit, each way
 EXECUTED_VERSION = "$LATEST"
 ACCOUNT = "000000000000"
 INVOKE_PREFIX, INVOKE_SUFFIX = "/2015-03-31/functions/", "/invocations"   # Lambda Invoke: .../<name>/invocations
 STATUS_PATH = "/local/status"
 KEEPALIVE_S = 60
+_POOLS = []   # the worker's environment pool, stopped by the worker_exit hook
 
 
 def unpack_function_zip(zip_path, function_dir):
@@ -56,45 +56,6 @@ def unpack_function_zip(zip_path, function_dir):
                 raise ValueError(f"{zip_path}: entry {name} points outside the function folder")
         archive.extractall(function_dir)
     return function_dir
-
-
-class ConcurrencyLimit:
-    """Reserved concurrency: `try_acquire` never waits, so the call over the limit is refused at once."""
-
-    def __init__(self, limit):
-        self.limit = limit
-        self.in_flight = 0
-        self._lock = threading.Lock()
-
-    def try_acquire(self):
-        with self._lock:
-            if self.in_flight >= self.limit:
-                return False
-            self.in_flight += 1
-            return True
-
-    def release(self):
-        with self._lock:
-            self.in_flight -= 1
-
-
-class LambdaContext:
-    """The context object a Python handler receives."""
-
-    def __init__(self, function_name, region, memory_mb, timeout_s, client_context=None):
-        self.aws_request_id = str(uuid.uuid4())
-        self.function_name = function_name
-        self.function_version = EXECUTED_VERSION
-        self.invoked_function_arn = f"arn:aws:lambda:{region}:{ACCOUNT}:function:{function_name}"
-        self.memory_limit_in_mb = str(memory_mb)
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = f"local/{os.getpid()}"
-        self.client_context = client_context
-        self.identity = None
-        self._deadline = time.monotonic() + timeout_s
-
-    def get_remaining_time_in_millis(self):
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
 def _error(status, error_type, message, **extra):
@@ -116,38 +77,23 @@ def _names_function(requested, function_name):
     return requested.split(":", 1)[0] == function_name
 
 
-def create_app(function_dir, function_name, handler="lambda_function.lambda_handler", reserved_concurrency=10,
-               region="us-east-1", timeout_s=90, memory_mb=1024, code_sha256=None):
-    sys.path.insert(0, str(function_dir))
-    module_name, _, handler_name = handler.rpartition(".")
-    handler_function = getattr(importlib.import_module(module_name), handler_name)
-    limit = ConcurrencyLimit(reserved_concurrency)
+def create_app(config, reserved_concurrency=10, code_sha256=None):
+    """The WSGI app over a new pool of execution environments for `config` (a FunctionConfig)."""
+    pool = EnvironmentPool(config, reserved_concurrency)
+    _POOLS.append(pool)
 
-    def run(event, client_context):
-        context = LambdaContext(function_name, region, memory_mb, timeout_s, client_context)
-        try:
-            result = handler_function(event, context)
-            return context.aws_request_id, json.dumps(result).encode(), None
-        except Exception as error:  # Lambda reports the handler's exception to the caller, still with HTTP 200
-            logger.error("handler raised:\n%s", traceback.format_exc())
-            body = {"errorMessage": str(error), "errorType": type(error).__name__,
-                    "requestId": context.aws_request_id,
-                    "stackTrace": traceback.format_list(traceback.extract_tb(error.__traceback__))}
-            return context.aws_request_id, json.dumps(body).encode(), "Unhandled"
-
-    def run_in_background(event, client_context):
-        try:
-            run(event, client_context)
-        finally:
-            limit.release()
+    def run_in_background(environment, payload, client_context):
+        answer = pool.invoke(environment, payload, client_context)
+        if answer.function_error:
+            logger.warning("event invocation %s failed: %s", answer.request_id, answer.body[:500])
 
     def invoke(environ, requested):
-        if not _names_function(requested, function_name):
+        if not _names_function(requested, config.name):
             raise _error(404, "ResourceNotFoundException",
-                         f"Function not found: arn:aws:lambda:{region}:{ACCOUNT}:function:{requested}")
+                         f"Function not found: arn:aws:lambda:{config.region}:{ACCOUNT}:function:{requested}")
         payload = read_body(environ, MAX_PAYLOAD_BYTES, _payload_too_large)
         try:
-            event = json.loads(payload) if payload else {}
+            json.loads(payload) if payload else None
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise _error(400, "InvalidRequestContentException",
                          f"Could not parse request body into json: {error}") from None
@@ -156,30 +102,30 @@ def create_app(function_dir, function_name, handler="lambda_function.lambda_hand
             return 204, b"", ()
         if invocation_type not in ("RequestResponse", "Event"):
             raise _error(400, "InvalidParameterValueException", f"Unsupported invocation type {invocation_type}")
-        if not limit.try_acquire():
-            raise _error(429, "TooManyRequestsException", "Rate Exceeded.",
-                         Reason="ReservedFunctionConcurrentInvocationLimitExceeded")
-        client_context = header(environ, "X-Amz-Client-Context")
-        if invocation_type == "Event":
-            threading.Thread(target=run_in_background, args=(event, client_context), daemon=True).start()
-            return 202, b"", ()
+        client_context = decode_client_context(header(environ, "X-Amz-Client-Context"))
+        if client_context is False:
+            raise _error(400, "InvalidRequestContentException",
+                         "Client context must be a valid Base64-encoded JSON object.")
         try:
-            request_id, body, function_error = run(event, client_context)
-        finally:
-            limit.release()
-        headers = [("X-Amz-Executed-Version", EXECUTED_VERSION), ("x-amzn-RequestId", request_id)]
-        if len(body) > MAX_PAYLOAD_BYTES:
-            body = json.dumps({"errorMessage": f"Response payload size exceeded maximum allowed payload size "
-                                               f"({MAX_PAYLOAD_BYTES} bytes).",
-                               "errorType": "Function.ResponseSizeTooLarge"}).encode()
-            function_error = "Unhandled"
-        if function_error:
-            headers.append(("X-Amz-Function-Error", function_error))
-        return 200, body, headers
+            environment = pool.acquire()
+        except Throttled:
+            raise _error(429, "TooManyRequestsException", "Rate Exceeded.",
+                         Reason="ReservedFunctionConcurrentInvocationLimitExceeded") from None
+        payload = payload or b"{}"
+        if invocation_type == "Event":
+            threading.Thread(target=run_in_background, args=(environment, payload, client_context),
+                             daemon=True).start()
+            return 202, b"", ()
+        answer = pool.invoke(environment, payload, client_context)
+        headers = [("X-Amz-Executed-Version", EXECUTED_VERSION), ("x-amzn-RequestId", answer.request_id)]
+        if answer.function_error:
+            headers.append(("X-Amz-Function-Error", answer.function_error))
+        return 200, answer.body, headers
 
     def status():
-        return {"function_name": function_name, "in_flight": limit.in_flight,
-                "reserved_concurrency": limit.limit, "code_sha256": code_sha256, "pid": os.getpid()}
+        return {"function_name": config.name, "code_sha256": code_sha256, "pid": os.getpid(),
+                "timeout_s": config.timeout_s, "memory_mb": config.memory_mb, "handler": config.handler,
+                **pool.status()}
 
     def route(environ):
         """(status, body, headers) of one request."""
@@ -205,18 +151,41 @@ def create_app(function_dir, function_name, handler="lambda_function.lambda_hand
     return app
 
 
+def stop_environments(server=None, worker=None):
+    """gunicorn `worker_exit` hook: the environments go with the worker that started them."""
+    for pool in _POOLS:
+        pool.stop()
+
+
+def _variable(text):
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def get_args_parser():
+    function = terraform_function()
     parser = argparse.ArgumentParser(description="Serve the function zip as a local Lambda function.")
     parser.add_argument("--zip", required=True, help="the function zip (build/function.zip)")
     parser.add_argument("--function-dir", required=True, help="where to unpack it (replaced; like /var/task)")
     parser.add_argument("--function-name", default="dog-breeds-local", help="default: dog-breeds-local")
-    parser.add_argument("--handler", default="lambda_function.lambda_handler",
-                        help="module.function (default lambda_function.lambda_handler)")
+    parser.add_argument("--handler", default=function.handler, help=f"module.function (default, Terraform's: "
+                                                                     f"{function.handler})")
     parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     parser.add_argument("--port", type=int, default=9001, help="default: 9001")
-    parser.add_argument("--reserved-concurrency", type=int, default=10,
-                        help="invocations in flight at once; one more gets 429 (default 10)")
-    parser.add_argument("--timeout", type=int, default=90, help="function timeout in seconds (default 90)")
+    parser.add_argument("--reserved-concurrency", type=int, default=function.reserved_concurrency,
+                        help="environments running at once; one more event gets 429 (default, Terraform's: "
+                             f"{function.reserved_concurrency})")
+    parser.add_argument("--timeout", type=float, default=function.timeout_s,
+                        help=f"function timeout in seconds (default, Terraform's: {function.timeout_s})")
+    parser.add_argument("--memory-size", type=int, default=function.memory_mb,
+                        help=f"MB, reported to the function and in REPORT lines (default, Terraform's: "
+                             f"{function.memory_mb})")
+    parser.add_argument("--runtime", default=function.runtime, help=f"AWS_EXECUTION_ENV's runtime (default, "
+                                                                     f"Terraform's: {function.runtime})")
+    parser.add_argument("--env", type=_variable, action="append", default=[], metavar="NAME=VALUE",
+                        help="a variable of the function's environment (repeatable)")
     parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"),
                         help="region in ARNs (default: $AWS_REGION, else us-east-1)")
     return parser
@@ -227,19 +196,22 @@ def main(args):
     function_dir = unpack_function_zip(args.zip, args.function_dir)
     code_sha256 = source_code_hash(args.zip)
     logger.info("unpacked %s (CodeSha256 %s) into %s", args.zip, code_sha256, function_dir)
+    config = FunctionConfig(name=args.function_name, task_root=function_dir.resolve(), handler=args.handler,
+                            runtime=args.runtime, timeout_s=args.timeout, memory_mb=args.memory_size,
+                            region=args.region, environment=dict(args.env))
 
     def factory():
-        return create_app(function_dir, args.function_name, args.handler, args.reserved_concurrency,
-                          args.region, args.timeout, code_sha256=code_sha256)
+        return create_app(config, args.reserved_concurrency, code_sha256=code_sha256)
 
     run_gunicorn(factory, {
         "bind": f"{args.host}:{args.port}",
-        "workers": 1,                               # one process: the concurrency counter lives in it
+        "workers": 1,                               # one process: the environment pool lives in it
         "worker_class": KeepAliveThreadWorker,
         "threads": args.reserved_concurrency + 8,   # room to answer the call over the limit with a 429 at once
-        "timeout": args.timeout + 30,
+        "timeout": int(args.timeout) + 30,
         "graceful_timeout": 30,
         "keepalive": KEEPALIVE_S,                   # callers reuse their connections; idle ones close at SIGTERM
+        "worker_exit": stop_environments,
         "accesslog": "-",
         "errorlog": "-",
         "access_log_format": '%(h)s "%(r)s" %(s)s %(B)s %(M)sms',

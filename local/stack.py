@@ -253,20 +253,6 @@ def _server_environment(settings, component):
         for name in ("IMAGE_FETCH_CONNECT_TIMEOUT_S", "IMAGE_FETCH_MAX_BYTES"):
             if os.environ.get(name):
                 env[name] = os.environ[name]
-    else:
-        # What Lambda's runtime and Terraform put in the function's environment, with the SageMaker Runtime
-        # endpoint pointed at the local endpoint through botocore's standard per-service variable.
-        env.update({
-            "ENDPOINT_NAME": settings.endpoint_name,
-            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": settings.endpoint_url,
-            "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_REGION": settings.region, "AWS_DEFAULT_REGION": settings.region,
-            "AWS_LAMBDA_FUNCTION_NAME": settings.function_name,
-            "AWS_EC2_METADATA_DISABLED": "true",
-        })
-        for name in ("ENDPOINT_READ_TIMEOUT_S", "ENDPOINT_CONNECT_TIMEOUT_S"):
-            if os.environ.get(name):
-                env[name] = os.environ[name]
     return env
 
 
@@ -278,10 +264,27 @@ def _server_command(settings, component):
                 "--host", settings.host, "--port", str(settings.endpoint_port),
                 "--workers", str(settings.endpoint_workers), "--region", settings.region,
                 "--log-path", str(state_dir / "endpoint.log")]
-    return [sys.executable, "-m", SERVER_MODULES[component], "--zip", str(settings.function_zip),
-            "--function-dir", str(state_dir / "function"), "--function-name", settings.function_name,
-            "--host", settings.host, "--port", str(settings.function_port),
-            "--reserved-concurrency", str(settings.reserved_concurrency), "--region", settings.region]
+    command = [sys.executable, "-m", SERVER_MODULES[component], "--zip", str(settings.function_zip),
+               "--function-dir", str(state_dir / "function"), "--function-name", settings.function_name,
+               "--host", settings.host, "--port", str(settings.function_port),
+               "--reserved-concurrency", str(settings.reserved_concurrency), "--region", settings.region]
+    for name, value in function_environment(settings).items():
+        command += ["--env", f"{name}={value}"]
+    return command
+
+
+def function_environment(settings):
+    """The function's own variables: what Terraform's environment block sets, the SageMaker Runtime endpoint pointed
+    at the local endpoint through botocore's standard per-service variable, and dummy keys (on Lambda, the role's)."""
+    from local.function_settings import terraform_function
+
+    variables = {**terraform_function().environment(settings.endpoint_name),
+                 "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": settings.endpoint_url,
+                 "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+    for name in ("ENDPOINT_READ_TIMEOUT_S", "ENDPOINT_CONNECT_TIMEOUT_S"):
+        if os.environ.get(name):
+            variables[name] = os.environ[name]
+    return variables
 
 
 def _start(settings, component):

@@ -1,28 +1,32 @@
-"""lambda_function.py on its own: event shapes, and how each endpoint outcome reaches the caller.
+"""lambda_function.py as Lambda runs it: event shapes, and how each endpoint outcome reaches the caller.
 
-The SageMaker Runtime answers are botocore's Stubber (AWS faked at the client) or a loopback socket that never
-answers (the network faked); the end-to-end tests run the same handler against the real local endpoint.
+The handler runs from the function zip in awslambdaric execution environments behind the local function server
+(tests/function_testlib.py), called with boto3's lambda client; its own boto3 client calls a loopback SageMaker
+Runtime that answers what each test sets (AWS faked at the network) and records what the handler sent. A few
+checks of the module itself (its client's settings, its imports, a missing ENDPOINT_NAME, an unreachable endpoint)
+import it in-process. The end-to-end tests run the same handler against the real local endpoint.
 """
 
 import base64
 import importlib.util
-import io
 import json
-import logging
 import socket
+import time
 import uuid
 from pathlib import Path
 
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.response import StreamingBody
-from botocore.stub import Stubber
+
+from function_testlib import FakeSageMakerRuntime, FunctionServer, invoke, model_error, ok, service_error
+from local.function_zip import build_function_zip
 
 LAMBDA_FILE = Path(__file__).resolve().parent.parent / "lambda" / "lambda_function.py"
 ENDPOINT = "dog-breeds-test"
 IMAGE = b"\xff\xd8\xff\xe0 pretend jpeg"
 ANSWER = {"model_version": "abc123", "predictions": [{"class_name": "Pug", "index": 1, "probability": 0.9}]}
+ENDPOINT_READ_TIMEOUT_S = 1   # the environments' setting here, so that a silent endpoint costs seconds, not minutes
 
 
 class Context:
@@ -30,25 +34,54 @@ class Context:
 
 
 @pytest.fixture(scope="module")
-def function():
-    """Import the handler file as Lambda does, with the environment Terraform gives it."""
+def module():
+    """The handler file imported in-process as Lambda would, with the environment Terraform gives it."""
     patch = pytest.MonkeyPatch()
     patch.setenv("ENDPOINT_NAME", ENDPOINT)
     patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     patch.setenv("AWS_ACCESS_KEY_ID", "test")
     patch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     spec = importlib.util.spec_from_file_location("lambda_function_under_test", LAMBDA_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    yield loaded
     patch.undo()
 
 
+@pytest.fixture(scope="module")
+def endpoint():
+    with FakeSageMakerRuntime() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, endpoint):
+    root = tmp_path_factory.mktemp("lambda-function")
+    running = FunctionServer(root, build_function_zip(root / "function.zip"), environment={
+        "ENDPOINT_NAME": ENDPOINT, "LOG_LEVEL": "INFO", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint.url,
+        "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+        "ENDPOINT_READ_TIMEOUT_S": str(ENDPOINT_READ_TIMEOUT_S), "ENDPOINT_CONNECT_TIMEOUT_S": "1"})
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return server.client()
+
+
 @pytest.fixture
-def endpoint(function):
-    with Stubber(function.runtime) as stubber:
-        yield stubber
-        stubber.assert_no_pending_responses()
+def function(client, endpoint):
+    """handle(event) -> the handler's answer, through the runtime; the fake endpoint's requests start empty."""
+    endpoint.requests.clear()
+    endpoint.answer = ok(ANSWER)
+
+    def handle(event):
+        error, answer = invoke(client, event)
+        assert error is None, answer
+        return answer
+
+    return handle
 
 
 def body_of(response):
@@ -56,32 +89,35 @@ def body_of(response):
     return json.loads(response["body"])
 
 
-def expect_call(endpoint, expected_params, answer=ANSWER):
-    data = json.dumps(answer).encode()
-    endpoint.add_response("invoke_endpoint", {"Body": StreamingBody(io.BytesIO(data), len(data)),
-                                              "ContentType": "application/json"}, expected_params)
+def sent(endpoint):
+    """(headers, body) of the one InvokeEndpoint request the handler made."""
+    [(path, headers, body)] = endpoint.requests
+    assert path == f"/endpoints/{ENDPOINT}/invocations"
+    return {name.lower(): value for name, value in headers.items()}, body
 
 
-def test_client_has_short_connect_long_read_timeouts_and_standard_retries(function):
-    config = function.runtime.meta.config
+def test_client_has_short_connect_long_read_timeouts_and_standard_retries(module):
+    config = module.runtime.meta.config
     assert config.connect_timeout <= 5
     assert config.read_timeout > 60
     assert config.retries["mode"] == "standard"
 
 
 def test_original_url_event_is_sent_as_json_and_answered_200(function, endpoint):
-    expect_call(endpoint, {"EndpointName": ENDPOINT, "Accept": "application/json", "ContentType": "application/json",
-                           "Body": json.dumps({"url": "https://dogs.example/pug.jpg"}).encode()})
-    response = function.lambda_handler({"url": "https://dogs.example/pug.jpg"}, Context())
+    response = function({"url": "https://dogs.example/pug.jpg"})
     assert response["statusCode"] == 200
     assert body_of(response) == ANSWER
+    headers, body = sent(endpoint)
+    assert (headers["content-type"], headers["accept"]) == ("application/json", "application/json")
+    assert json.loads(body) == {"url": "https://dogs.example/pug.jpg"}
 
 
 def test_base64_image_event_is_sent_as_raw_bytes_with_top_k_in_custom_attributes(function, endpoint):
-    expect_call(endpoint, {"EndpointName": ENDPOINT, "Accept": "application/json",
-                           "ContentType": "application/x-image", "Body": IMAGE, "CustomAttributes": "top_k=2"})
     event = {"image": base64.b64encode(IMAGE).decode(), "top_k": 2}
-    assert function.lambda_handler(event, Context())["statusCode"] == 200
+    assert function(event)["statusCode"] == 200
+    headers, body = sent(endpoint)
+    assert body == IMAGE and headers["content-type"] == "application/x-image"
+    assert headers["x-amzn-sagemaker-custom-attributes"] == "top_k=2"
 
 
 @pytest.mark.parametrize("event", [
@@ -93,9 +129,8 @@ def test_base64_image_event_is_sent_as_raw_bytes_with_top_k_in_custom_attributes
      "queryStringParameters": {"top_k": "3"}},
 ])
 def test_api_gateway_and_function_url_proxy_events(function, endpoint, event):
-    expect_call(endpoint, {"EndpointName": ENDPOINT, "Accept": "application/json", "ContentType": "application/json",
-                           "Body": json.dumps({"url": "https://dogs.example/pug.jpg", "top_k": 3}).encode()})
-    assert function.lambda_handler(event, Context())["statusCode"] == 200
+    assert function(event)["statusCode"] == 200
+    assert json.loads(sent(endpoint)[1]) == {"url": "https://dogs.example/pug.jpg", "top_k": 3}
 
 
 @pytest.mark.parametrize("event, fragment", [
@@ -113,41 +148,55 @@ def test_api_gateway_and_function_url_proxy_events(function, endpoint, event):
     ({"body": "not json", "requestContext": {}}, "not JSON"),
     ({"body": "!!!", "requestContext": {}, "isBase64Encoded": True}, "base64"),
     ({"body": "[1, 2]", "requestContext": {}}, "expected"),
+    ({"url": "ftp://example.com/dog.jpg"}, "http:// or https://"),
+    ({"url": "file:///etc/passwd"}, "http:// or https://"),
+    ({"url": "javascript:alert(1)"}, "http:// or https://"),
+    ({"url": "data:image/png;base64,iVBORw0KGgo="}, "http:// or https://"),
+    ({"url": "example.com/dog.jpg"}, "without a scheme"),
+    ({"url": "https:///dog.jpg"}, "no host"),
+    ({"url": "https://user:pw@example.com/dog.jpg"}, "user info"),
+    ({"url": "https://@example.com/dog.jpg"}, "user info"),
+    ({"url": "https://exa\nmple.com/dog.jpg"}, "whitespace or control"),
+    ({"url": "https://example.com/my dog.jpg"}, "whitespace or control"),
+    ({"url": "https://example.com/dog\x00.jpg"}, "whitespace or control"),
+    ({"url": "https://example.com/" + "a" * 100_000}, "the limit is 2048"),
+    ({"url": "https://[::1/dog.jpg"}, "not a valid URL"),
+    ({"url": "https://example.com:99999/dog.jpg"}, "not a valid URL"),
+    ({"body": json.dumps({"url": "gopher://example.com/"}), "requestContext": {}}, "http:// or https://"),
 ])
 def test_every_malformed_event_is_a_400_saying_what_was_expected(function, endpoint, event, fragment):
-    response = function.lambda_handler(event, Context())   # the stubber fails the test if the endpoint is called
+    response = function(event)
     assert response["statusCode"] == 400
     body = body_of(response)
     assert body["error"] == "BadRequest" and fragment in body["message"]
+    assert endpoint.requests == [], "a malformed event reached the endpoint"
 
 
-def model_error(endpoint, original_status, original_message):
-    endpoint.add_client_error("invoke_endpoint", service_error_code="ModelError", http_status_code=424,
-                              service_message="Received client error", expected_params=None,
-                              modeled_fields={"OriginalStatusCode": original_status,
-                                              "OriginalMessage": original_message,
-                                              "LogStreamArn": "arn:aws:logs:us-east-1:1:log-group:/x"})
+def test_a_url_of_2048_characters_is_still_sent(function, endpoint):
+    url = "https://example.com/" + "a" * (2048 - len("https://example.com/"))
+    assert function({"url": url})["statusCode"] == 200
+    assert json.loads(sent(endpoint)[1])["url"] == url
 
 
 @pytest.mark.parametrize("status", [400, 413, 415, 422])
 def test_a_client_error_from_the_model_keeps_its_status_and_message(function, endpoint, status):
     container_body = {"error": "NotAnImage", "message": "not an image in a supported format"}
-    model_error(endpoint, status, json.dumps(container_body))
-    response = function.lambda_handler({"url": "https://dogs.example/x.jpg"}, Context())
+    endpoint.answer = model_error(status, json.dumps(container_body))
+    response = function({"url": "https://dogs.example/x.jpg"})
     assert response["statusCode"] == status
     assert body_of(response) == container_body
 
 
 def test_a_model_crash_is_a_502_without_the_containers_details(function, endpoint):
-    model_error(endpoint, 500, "Traceback (most recent call last): secret internals")
-    response = function.lambda_handler({"url": "https://dogs.example/x.jpg"}, Context())
+    endpoint.answer = model_error(500, "Traceback (most recent call last): secret internals")
+    response = function({"url": "https://dogs.example/x.jpg"})
     assert response["statusCode"] == 502
     assert "secret" not in response["body"]
 
 
 def test_an_image_fetch_timeout_in_the_model_is_a_504(function, endpoint):
-    model_error(endpoint, 504, json.dumps({"error": "FetchTimeout", "message": "..."}))
-    assert function.lambda_handler({"url": "https://slow.example/x.jpg"}, Context())["statusCode"] == 504
+    endpoint.answer = model_error(504, json.dumps({"error": "FetchTimeout", "message": "..."}))
+    assert function({"url": "https://slow.example/x.jpg"})["statusCode"] == 504
 
 
 @pytest.mark.parametrize("code, http_status, expected", [
@@ -155,45 +204,37 @@ def test_an_image_fetch_timeout_in_the_model_is_a_504(function, endpoint):
     ("InternalFailure", 500, 502),
 ])
 def test_service_errors_map_to_throttled_unavailable_or_bad_gateway(function, endpoint, code, http_status, expected):
-    endpoint.add_client_error("invoke_endpoint", service_error_code=code, http_status_code=http_status)
-    assert function.lambda_handler({"url": "https://dogs.example/x.jpg"}, Context())["statusCode"] == expected
+    endpoint.answer = service_error(code, http_status)
+    assert function({"url": "https://dogs.example/x.jpg"})["statusCode"] == expected
 
 
-def test_an_endpoint_that_does_not_answer_in_time_is_a_504(function, monkeypatch):
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)           # accepts connections into the backlog, never answers
-    port = listener.getsockname()[1]
-    silent = boto3.client("sagemaker-runtime", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                          aws_access_key_id="x", aws_secret_access_key="x",
-                          config=Config(connect_timeout=1, read_timeout=0.3, retries={"total_max_attempts": 1}))
-    monkeypatch.setattr(function, "runtime", silent)
-    try:
-        response = function.lambda_handler({"url": "https://dogs.example/x.jpg"}, Context())
-    finally:
-        listener.close()
-    assert response["statusCode"] == 504
+def test_an_endpoint_that_does_not_answer_in_time_is_a_504(function, endpoint):
+    endpoint.answer = lambda handler: time.sleep(ENDPOINT_READ_TIMEOUT_S + 0.5)   # then closes, unanswered
+    started = time.monotonic()
+    assert function({"url": "https://dogs.example/x.jpg"})["statusCode"] == 504
+    assert time.monotonic() - started < 4 * ENDPOINT_READ_TIMEOUT_S + 2   # two attempts and a backoff at most
 
 
-def test_an_unreachable_endpoint_is_a_502(function, monkeypatch):
+def test_an_unreachable_endpoint_is_a_502(module, monkeypatch):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]   # nothing listens here once closed
     closed = boto3.client("sagemaker-runtime", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                           aws_access_key_id="x", aws_secret_access_key="x",
                           config=Config(connect_timeout=1, retries={"total_max_attempts": 1}))
-    monkeypatch.setattr(function, "runtime", closed)
-    assert function.lambda_handler({"url": "https://dogs.example/x.jpg"}, Context())["statusCode"] == 502
+    monkeypatch.setattr(module, "runtime", closed)
+    assert module.lambda_handler({"url": "https://dogs.example/x.jpg"}, Context())["statusCode"] == 502
 
 
-def test_logs_are_json_lines_with_the_request_id(function, endpoint, caplog):
-    expect_call(endpoint, None)
-    context = Context()
-    with caplog.at_level(logging.INFO, logger="dog_breeds.function"):
-        function.lambda_handler({"url": "https://dogs.example/pug.jpg"}, context)
-    records = [json.loads(record.getMessage()) for record in caplog.records]
+def test_logs_are_json_lines_with_the_request_id_in_lambdas_log_format(function, server):
+    response = server.client().invoke(FunctionName="dog-breeds-test",
+                                      Payload=json.dumps({"url": "https://dogs.example/pug.jpg"}).encode())
+    request_id = response["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    lines = [line.split("\t") for line in server.log().splitlines() if f"\t{request_id}\t" in line]
+    assert [fields[0] for fields in lines] == ["[INFO]", "[INFO]"]   # awslambdaric's level, time, request id
+    records = [json.loads(fields[3]) for fields in lines]
     assert [r["message"] for r in records] == ["invoking endpoint", "prediction returned"]
-    assert all(r["request_id"] == context.aws_request_id for r in records)
+    assert all(r["request_id"] == request_id for r in records)
     assert records[0]["url"] == "https://dogs.example/pug.jpg" and records[0]["endpoint"] == ENDPOINT
 
 
@@ -208,13 +249,13 @@ def test_the_handler_needs_nothing_but_boto3_and_the_standard_library():
     assert imported - set(sys.stdlib_module_names) <= {"boto3", "botocore"}
 
 
-def test_a_missing_endpoint_name_is_a_clear_500(function, monkeypatch):
-    monkeypatch.setattr(function, "ENDPOINT_NAME", "")
-    response = function.lambda_handler({"url": "https://dogs.example/pug.jpg"}, Context())
+def test_a_missing_endpoint_name_is_a_clear_500(module, monkeypatch):
+    monkeypatch.setattr(module, "ENDPOINT_NAME", "")
+    response = module.lambda_handler({"url": "https://dogs.example/pug.jpg"}, Context())
     assert response["statusCode"] == 500 and "ENDPOINT_NAME" in body_of(response)["message"]
 
 
-def test_terraform_gives_the_function_time_for_every_endpoint_attempt_it_makes(function):
+def test_terraform_gives_the_function_time_for_every_endpoint_attempt_it_makes(module):
     """Lambda must not kill the function while its client still waits: a hung model must come back as a 504."""
     import hcl2
 
@@ -222,6 +263,6 @@ def test_terraform_gives_the_function_time_for_every_endpoint_attempt_it_makes(f
         variables = {name: body for entry in hcl2.load(handle)["variable"] for name, body in entry.items()}
     default = variables["timeout"]["default"]
     lambda_timeout_s = default[0] if isinstance(default, list) else default
-    config = function.runtime.meta.config
+    config = module.runtime.meta.config
     attempts = config.retries["total_max_attempts"]
     assert lambda_timeout_s > attempts * (config.connect_timeout + config.read_timeout)

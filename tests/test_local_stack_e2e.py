@@ -10,6 +10,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -173,6 +174,7 @@ def test_invoke_status_shows_what_runs_where_and_which_model(deployed, env, sett
     assert output.count("healthy") == 2
     assert settings.endpoint_url in output and settings.function_url in output
     assert str(state_of(settings)["endpoint"]["pid"]) in output
+    assert re.search(r"environments: [1-9]\d* warm, 0 busy", output), output   # the smoke test's, kept warm
 
 
 def test_the_original_url_event_gets_top_k_breeds(function, images, class_names):
@@ -354,8 +356,18 @@ def test_deploy_again_replaces_what_runs(deployed, env, settings, function, imag
     assert call(function, {"url": images.url("/dog.jpg")})[0] == 200
 
 
-def test_destroy_stops_everything(deployed, env, settings):
+def function_environments(settings):
+    """pids of the function's execution environments (awslambdaric processes), as /local/status lists them."""
+    with urllib.request.urlopen(settings.function_url + "/local/status", timeout=5) as response:
+        return [environment["pid"] for environment in json.loads(response.read())["environments"]]
+
+
+def test_destroy_stops_everything(deployed, env, settings, function, images):
+    assert call(function, {"url": images.url("/dog.jpg")})[0] == 200
+    environments = function_environments(settings)
+    assert environments
     output = invoke(env, "destroy").stdout
+    assert not [pid for pid in environments if Path(f"/proc/{pid}").exists()], "an environment outlived destroy"
     assert "stopped the endpoint" in output and "stopped the function" in output
     assert processes_of(settings.state_dir) == []
     assert "not deployed" in invoke(env, "status").stdout

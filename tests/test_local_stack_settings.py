@@ -36,3 +36,35 @@ def test_a_bad_allow_list_stops_deploy_with_one_line(tmp_path):
     assert result.stderr.strip() == ("deploy failed: local.url_allow_networks: 'localhost' is not an address or "
                                      "CIDR (e.g. 127.0.0.1/32)")
     assert not (tmp_path / "state").exists()
+
+
+def test_the_local_function_runs_with_terraforms_handler_settings_and_environment():
+    import re
+
+    import hcl2
+
+    from local.function_settings import TERRAFORM_DIR, terraform_function
+    from local.function_server import get_args_parser
+    from local.stack import function_environment
+
+    with open(TERRAFORM_DIR / "modules" / "lambda" / "variables.tf") as handle:
+        module = {name: body["default"] for entry in hcl2.load(handle)["variable"] for name, body in entry.items()
+                  if "default" in body}
+    unwrap = {name: value[0] if isinstance(value, list) else value for name, value in module.items()}
+    function = terraform_function()
+    assert (function.handler, function.runtime, function.timeout_s, function.memory_mb,
+            function.reserved_concurrency, function.log_level) == (
+        unwrap["handler"], unwrap["runtime"], unwrap["timeout"], unwrap["memory_size"],
+        unwrap["reserved_concurrency"], unwrap["log_level"])   # the root's defaults agree with the module's
+    server = get_args_parser().parse_args(["--zip", "f.zip", "--function-dir", "d"])
+    assert (server.handler, server.timeout, server.memory_size, server.runtime) == (
+        function.handler, function.timeout_s, function.memory_mb, function.runtime)
+
+    main = (TERRAFORM_DIR / "modules" / "lambda" / "main.tf").read_text()
+    [block] = re.findall(r"environment \{\n\s*variables = merge\(var\.environment, \{(.*?)\}\)", main, re.S)
+    terraform_names = set(re.findall(r"^\s*(\w+)\s*=", block, re.M))
+    environment = function_environment(LocalSettings(state_dir=REPO_ROOT / ".state", endpoint_port=18080))
+    assert set(environment) - terraform_names == {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "AWS_ACCESS_KEY_ID",
+                                                  "AWS_SECRET_ACCESS_KEY"}
+    assert terraform_names <= set(environment)
+    assert environment["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == "http://127.0.0.1:18080"

@@ -63,24 +63,29 @@ def test_the_functions_environment_holds_only_its_endpoint_name_and_log_level():
 
 
 def stack_processes(stack):
+    """The servers' pids, and the function's execution environments (awslambdaric processes of its worker)."""
     state = json.loads((stack.settings.state_dir / "stack.json").read_text())
-    return {component: [state[component]["pid"], *children(state[component]["pid"])]
-            for component in ("endpoint", "function")}
+    stack.function.invoke(FunctionName="dog-breeds-local", Payload=b"{}")   # at least one environment runs
+    processes = {component: [state[component]["pid"], *children(state[component]["pid"])]
+                 for component in ("endpoint", "function")}
+    environments = [pid for worker in children(state["function"]["pid"]) for pid in children(worker)]
+    return processes, environments
 
 
 def test_the_deployers_credentials_reach_neither_the_endpoint_nor_the_function(local_stack):
-    processes = stack_processes(local_stack)
+    processes, environments = stack_processes(local_stack)
     assert len(processes["endpoint"]) == 1 + local_stack.settings.endpoint_workers
-    for component, pids in processes.items():
+    assert environments
+    for component, pids in {**processes, "function environment": environments}.items():
         for pid in pids:
             environment = environ_of(pid)
             for name, canary in local_stack.canaries.items():
                 assert canary not in "\0".join(environment.values()), f"{component} {pid} has the deployer's {name}"
-            if component == "endpoint":   # on SageMaker the model gets its role from the instance, never from env
-                assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & set(environment)
-            else:                         # the local function gets dummy keys for the local endpoint only
+            if component == "function environment":   # dummy keys for the local endpoint (on Lambda, the role's)
                 assert environment.get("AWS_SECRET_ACCESS_KEY") == "local"
                 assert "AWS_SESSION_TOKEN" not in environment
+            else:   # on SageMaker the model gets its role from the instance; the function server needs none
+                assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & set(environment)
 
 
 def test_logs_hold_no_credentials_signed_url_parts_or_image_bytes(local_stack):

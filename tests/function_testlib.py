@@ -1,0 +1,165 @@
+"""Helpers of the function tests: a local function server (local/function_server.py, its handler in awslambdaric
+environments) started from a zip, and a loopback SageMaker Runtime that answers what a test sets.
+
+The SageMaker Runtime is AWS, so it is faked, at the network: the handler's own boto3 client sends its real
+InvokeEndpoint request to it (through AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, as the local stack points it at the
+local endpoint), and gets the answer the test chose, in the service's wire format.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+from serving_testlib import free_port
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FUNCTION_NAME = "dog-breeds-test"
+
+
+class FakeSageMakerRuntime:
+    """InvokeEndpoint on 127.0.0.1. `answer` is (status, headers, body) for every request until changed, or a
+    callable(handler) that answers itself; `requests` records (path, headers, body)."""
+
+    def __init__(self):
+        self.requests = []
+        self.answer = ok({"model_version": "v1", "predictions": []})
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                server.requests.append((self.path, dict(self.headers), body))
+                answer = server.answer
+                if callable(answer):
+                    answer(self)
+                    return
+                status, headers, data = answer
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def ok(body):
+    data = json.dumps(body).encode()
+    return 200, {"Content-Type": "application/json", "x-Amzn-Invoked-Production-Variant": "AllTraffic"}, data
+
+
+def model_error(original_status, original_message):
+    """The service's 424 ModelError, as the SageMaker Runtime sends it when the container answers 4xx/5xx."""
+    return 424, {"Content-Type": "application/json", "x-amzn-ErrorType": "ModelError"}, json.dumps({
+        "ErrorCode": "CLIENT_ERROR_FROM_MODEL", "Message": "Received error from primary container",
+        "OriginalStatusCode": original_status, "OriginalMessage": original_message,
+        "LogStreamArn": "arn:aws:logs:us-east-1:0:log-group:/aws/sagemaker/Endpoints/x"}).encode()
+
+
+def service_error(code, status):
+    return status, {"Content-Type": "application/json", "x-amzn-ErrorType": code}, json.dumps(
+        {"message": f"{code} from the fake service"}).encode()
+
+
+def build_zip(path, sources):
+    """A function zip of {file name: source text}, laid out like build/function.zip."""
+    path = Path(path)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in sources.items():
+            archive.writestr(name, text)
+    return path
+
+
+class FunctionServer:
+    """`python -m local.function_server` on a free port, its log in `log_path`; stopped by stop()."""
+
+    def __init__(self, root, zip_path, handler="lambda_function.lambda_handler", timeout_s=None,
+                 reserved_concurrency=None, environment=None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.root / "function.log"
+        self.function_dir = self.root / "function"
+        command = [sys.executable, "-m", "local.function_server", "--zip", str(zip_path),
+                   "--function-dir", str(self.function_dir), "--function-name", FUNCTION_NAME,
+                   "--handler", handler, "--port", str(self.port)]
+        if timeout_s is not None:
+            command += ["--timeout", str(timeout_s)]
+        if reserved_concurrency is not None:
+            command += ["--reserved-concurrency", str(reserved_concurrency)]
+        for name, value in (environment or {}).items():
+            command += ["--env", f"{name}={value}"]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.status()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise AssertionError(f"the function server did not start:\n{self.log()}")
+                time.sleep(0.05)
+
+    def status(self):
+        with urllib.request.urlopen(self.url + "/local/status", timeout=5) as response:
+            return json.loads(response.read())
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def client(self):
+        """A boto3 lambda client with one attempt, so a test sees every error."""
+        return boto3.client("lambda", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="test",
+                            aws_secret_access_key="test",
+                            config=Config(connect_timeout=2, read_timeout=60, max_pool_connections=32,
+                                          retries={"total_max_attempts": 1}))
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def invoke(client, event, **arguments):
+    """(FunctionError or None, the payload parsed) of one synchronous invocation."""
+    response = client.invoke(FunctionName=FUNCTION_NAME, Payload=json.dumps(event).encode(), **arguments)
+    assert response["StatusCode"] == 200 and response["ExecutedVersion"] == "$LATEST"
+    return response.get("FunctionError"), json.loads(response["Payload"].read())
