@@ -156,10 +156,12 @@ def steps(c, source_uri, model_uri, overrides=None):
     data_dir = f"{data_root}/dogImages"  # where training/ec2-data-download.sh unpacks the archive
     data_url = c.config.get("data", {}).get("url", "")
     python = setting(c, "ec2_python", DEFAULT_PYTHON)
-    prologue = f"set -euo pipefail; export HOME=${{HOME:-/root}}; PY={python}; cd {shlex.quote(workdir)}"
+    # POSIX sh throughout: the SSM agent runs AWS-RunShellScript's commands as a script of `sh`, which is dash on
+    # Ubuntu (the Deep Learning AMI), and dash has no `-o pipefail`; no step pipes, so `-eu` loses nothing.
+    prologue = f"set -eu; export HOME=${{HOME:-/root}}; PY={python}; cd {shlex.quote(workdir)}"
     metrics_uri = model_uri.rsplit("/", 1)[0] + "/metrics.json"
     return [
-        ("fetch the code", f"set -euo pipefail; rm -rf {shlex.quote(workdir)}; mkdir -p {shlex.quote(workdir)}; "
+        ("fetch the code", f"set -eu; rm -rf {shlex.quote(workdir)}; mkdir -p {shlex.quote(workdir)}; "
                            f"cd {shlex.quote(workdir)}; aws s3 cp --only-show-errors {source_uri} source.tar.gz; "
                            "tar -xzf source.tar.gz; "
                            f"PY={python}; $PY -c 'import torch, torchvision; print(\"torch\", torch.__version__)'; "

@@ -8,8 +8,12 @@ answered by a botocore hook (first "not registered", then Online); and it execut
 
 import io
 import json
+import shutil
+import subprocess
+import sys
 import tarfile
 import types
+from pathlib import Path
 
 import boto3
 import pytest
@@ -129,24 +133,113 @@ def test_keep_leaves_the_host_running(host):
     assert state_outputs(host.terraform_dir)["training_host_id"] == host.instance_id
 
 
-def test_the_train_step_is_a_script_that_really_trains_and_archives(tmp_path, tiny_image_folder):
-    """The `train` step as the host runs it (bash, in the work folder), here with this machine's python."""
-    import subprocess
-    import sys
+# The SSM agent writes AWS-RunShellScript's commands to a script file and runs it with `sh`: dash on Ubuntu, the
+# Deep Learning AMI's system. /bin/sh is dash on the machines that run the suite; elsewhere .ci/setup installs dash.
+SSM_SHELL = "/bin/sh" if Path("/bin/sh").resolve().name == "dash" else shutil.which("dash")
 
-    from aws.sagemaker_jobs import stage_source
+# The one command of the steps that reaches AWS, `aws s3 cp`, against a folder standing for the bucket.
+FAKE_AWS_CLI = """#!{python}
+import shutil, sys
+from pathlib import Path
+bucket_root = Path({bucket_root!r})
+with open(bucket_root.parent / "aws-calls.log", "a") as log:
+    log.write(" ".join(sys.argv[1:]) + "\\n")
+args = [arg for arg in sys.argv[1:] if arg != "--only-show-errors"]
+if args[:2] != ["s3", "cp"] or len(args) != 4:
+    sys.exit("fake aws: only `aws s3 cp SOURCE DESTINATION` is expected, not " + " ".join(sys.argv[1:]))
+source, destination = (bucket_root / arg[len("s3://"):] if arg.startswith("s3://") else Path(arg) for arg in args[2:])
+if not source.is_file():
+    sys.exit(f"fatal error: An error occurred (404) when calling the HeadObject operation: Key {{source}} does not exist")
+destination.parent.mkdir(parents=True, exist_ok=True)
+shutil.copyfile(source, destination)
+"""
 
-    workdir = stage_source(tmp_path / "host" / "work")            # what `fetch the code` unpacks
-    data_root = tmp_path / "host" / "data"
-    data_root.mkdir()
-    (data_root / "dogImages").symlink_to(tiny_image_folder)        # what `download the data` leaves
-    c = make_context(tmp_path, ec2_workdir=str(workdir), ec2_data_root=str(data_root), ec2_python=sys.executable,
+
+def run_as_the_ssm_agent_does(script, folder, env):
+    """The step's commands in a script file, run by dash; returns the CompletedProcess."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script_file = folder / "_script.sh"
+    script_file.write_text(script + "\n")
+    script_file.chmod(0o700)
+    return subprocess.run([SSM_SHELL, str(script_file)], capture_output=True, text=True, timeout=300, cwd=folder,
+                          env=env)
+
+
+@pytest.fixture
+def data_archive_url(tiny_image_folder, tmp_path):
+    """The tiny data set as a zip on a loopback HTTP server (what DATA_URL points the host at)."""
+    import functools
+    import http.server
+    import threading
+    import zipfile
+
+    served = tmp_path / "served"
+    served.mkdir()
+    with zipfile.ZipFile(served / "dogImages.zip", "w") as archive:
+        for path in sorted(tiny_image_folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, f"dogImages/{path.relative_to(tiny_image_folder)}")
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(QuietHandler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/dogImages.zip"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_steps_run_under_dash_as_the_ssm_agent_runs_them_and_upload_a_trained_model(tmp_path, data_archive_url):
+    """All four steps, each a script file run by dash, with this machine's python as the host's python3 and `aws`
+    faked: the code comes from the (fake) bucket, the data from an HTTP URL, train.py trains, the archive goes up."""
+    from aws.sagemaker_jobs import source_archive, stage_source
+
+    assert SSM_SHELL, "dash is missing: .ci/setup installs it"
+    host = tmp_path / "host"
+    bucket_root = tmp_path / "s3"
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "aws").write_text(FAKE_AWS_CLI.format(python=sys.executable, bucket_root=str(bucket_root)))
+    (fake_bin / "aws").chmod(0o755)
+    (fake_bin / "python3").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')  # the host's python3, with torch
+    (fake_bin / "python3").chmod(0o755)
+    source_uri, model_uri = "s3://b/models/r/source.tar.gz", "s3://b/models/r/model.tar.gz"
+    (bucket_root / "b/models/r").mkdir(parents=True)
+    source_archive(stage_source(tmp_path / "staged"), bucket_root / "b/models/r/source.tar.gz")
+
+    c = make_context(tmp_path, ec2_workdir=str(host / "work"), ec2_data_root=str(host / "data"),
                      ec2_hyperparameters={"arch": "resnet18", "weights": "none", "mode": "finetune",
                                           "image_size": 32, "num_workers": 0, "threads": 1})
-    train_step = dict(ec2_training.steps(c, "s3://b/models/r/source.tar.gz", "s3://b/models/r/model.tar.gz",
-                                         overrides={"epochs": 1, "batch_size": 8}))["train"]
-    done = subprocess.run(["bash", "-c", train_step], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "valid_loss=" in done.stdout + done.stderr
-    with tarfile.open(workdir / "build" / "model.tar.gz") as archive:
+    c.config.data.url = data_archive_url
+    env = {"PATH": f"{fake_bin}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path / "home"), "LANG": "C.UTF-8"}
+    for number, (title, script) in enumerate(ec2_training.steps(c, source_uri, model_uri,
+                                                                 overrides={"epochs": 1, "batch_size": 8})):
+        done = run_as_the_ssm_agent_does(script, host / "ssm" / str(number), env)
+        assert done.returncode == 0, f"{title}: {(done.stdout + done.stderr)[-2000:]}"
+        if title == "train":
+            assert "valid_loss=" in done.stdout + done.stderr
+
+    assert (tmp_path / "aws-calls.log").read_text().splitlines() == [
+        f"s3 cp --only-show-errors {source_uri} source.tar.gz",
+        f"s3 cp --only-show-errors build/model.tar.gz {model_uri}",
+        "s3 cp --only-show-errors build/output/metrics.json s3://b/models/r/metrics.json"]
+    with tarfile.open(bucket_root / "b/models/r/model.tar.gz") as archive:
         assert {"model.pth", "model_config.json", "code/inference.py"} <= set(archive.getnames())
+    assert json.loads((bucket_root / "b/models/r/metrics.json").read_text())["final"]["epochs_run"] == 1
+
+
+def test_a_failing_command_in_a_step_fails_the_step_under_dash(tmp_path):
+    """set -e holds under dash: the step stops at the first failing command with its status."""
+    c = make_context(tmp_path, ec2_workdir=str(tmp_path / "work"))
+    fetch = dict(ec2_training.steps(c, "s3://b/models/r/source.tar.gz", "s3://b/models/r/model.tar.gz"))[
+        "fetch the code"]
+    env = {"PATH": f"{tmp_path / 'no-aws-here'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = run_as_the_ssm_agent_does(fetch, tmp_path / "ssm", env)
+    assert done.returncode == 127 and "aws: not found" in done.stderr
+    assert not (tmp_path / "work" / "source.tar.gz").exists()
