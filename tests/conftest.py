@@ -13,6 +13,22 @@ for folder in (REPO_ROOT, REPO_ROOT / "training", REPO_ROOT / "inference"):
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def aws_requests_match_the_service_model(request, monkeypatch):
+    """In the AWS tests, a request that breaks botocore's model of its operation fails the test that sent it."""
+    if not request.node.module.__name__.startswith("test_aws_"):
+        yield None
+        return
+    from botocore_model_check import ModelCheck
+
+    check = ModelCheck().install(monkeypatch)
+    yield check
+    check.uninstall()
+    if check.found:
+        pytest.fail("requests that AWS would refuse (botocore's service model):\n  " + "\n  ".join(check.found),
+                    pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_image_folder(tmp_path_factory):
     """A tiny generated ImageFolder set: 3 classes (Red circle, Green square, Blue triangle), 32 px JPEGs."""
