@@ -92,23 +92,27 @@ class ModelCheck:
         self.found = []
         self.checked = []  # "<service> <operation>" of every request checked
         self._default_events = None
+        self._spec = (EVENT, self, botocore.handlers.REGISTER_LAST)
 
     def __call__(self, params, model, **_):
         self.checked.append(f"{model.service_model.service_name} {model.name}")
         problems = violations(model.input_shape, params, model.name)
         self.found += [f"{model.service_model.service_name} {problem}" for problem in problems]
 
-    def install(self, monkeypatch):
-        """Register on every botocore session created from now on, and on boto3's default session if it exists."""
+    def install(self):
+        """Register on every botocore session created from now on, and on boto3's default session if it exists.
+
+        BUILTIN_HANDLERS is changed in place, not replaced: moto adds its own handler to that same list when it is
+        first imported, and must keep it after this check is uninstalled."""
         import boto3
 
-        monkeypatch.setattr(botocore.handlers, "BUILTIN_HANDLERS",
-                            [*botocore.handlers.BUILTIN_HANDLERS, (EVENT, self, botocore.handlers.REGISTER_LAST)])
+        botocore.handlers.BUILTIN_HANDLERS.append(self._spec)
         if boto3.DEFAULT_SESSION is not None:
             self._default_events = boto3.DEFAULT_SESSION.events
             self._default_events.register_last(EVENT, self)
         return self
 
     def uninstall(self):
+        botocore.handlers.BUILTIN_HANDLERS.remove(self._spec)
         if self._default_events is not None:
             self._default_events.unregister(EVENT, self)
