@@ -7,6 +7,9 @@ from its log lines with the regexes below. The job's model.tar.gz (SageMaker tar
 fills as a complete model directory) is recorded for `invoke plan`.
 """
 
+import contextlib
+import os
+import secrets
 import shutil
 import tarfile
 import tempfile
@@ -19,7 +22,7 @@ from invoke.exceptions import Exit
 
 from aws.model_record import record_model
 from aws.session import (REPO_ROOT, boto_session, bucket_name, client, require_credentials, s3_prefix, s3_uri,
-                         setting)
+                         setting, stops_with_one_line)
 
 ENTRY_SCRIPT = "training/train.py"
 SOURCE_FOLDERS = ("training", "inference")
@@ -124,13 +127,68 @@ def _run_id():
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
-def model_trainer(c, identity, source_dir, *, instances=1, spot=False, overrides=None):
-    """A configured ModelTrainer (nothing is started yet)."""
+TUNING_JOB_NAME_MAX_LENGTH = 32  # SageMaker's limit (CreateHyperParameterTuningJob), shorter than a training job's
+
+
+def unique_tuning_job_name(c):
+    """<name_prefix>-<yymmddHHMMSS>-<4 random hex digits>, at most 32 characters: the SDK's own names have minutes
+    only (<base>-yymmdd-HHMM), so two runs in one minute collided; the random part separates runs in one second."""
+    suffix = f"{datetime.now(timezone.utc):%y%m%d%H%M%S}-{secrets.token_hex(2)}"
+    base = setting(c, "name_prefix", "dog-breeds")[:TUNING_JOB_NAME_MAX_LENGTH - len(suffix) - 1].rstrip("-")
+    return f"{base}-{suffix}"
+
+
+@contextlib.contextmanager
+def sdk_role_validation(c):
+    """ModelTrainer's own check of the role, on only where aws.sdk_role_validation asks for it; its refusal as Exit.
+
+    The SDK simulates the role (iam:SimulatePrincipalPolicy) for cloudwatch:PutMetricData and the EC2 network
+    interface actions on "*", with no resource and no condition context, so it refuses any role that narrows them
+    the way the Terraform role does (PutMetricData to the /aws/sagemaker/ namespaces, network interfaces only with
+    VPC access). SageMaker itself still checks the role when the job is created (iam:PassRole, sts:AssumeRole).
+    SAGEMAKER_VALIDATE_ROLE is the SDK's only switch for it; it is set for the SDK call and restored afterwards.
+    """
+    from sagemaker.core.helper.iam_role_resolver import RoleValidationError
+
+    before = os.environ.get("SAGEMAKER_VALIDATE_ROLE")
+    os.environ["SAGEMAKER_VALIDATE_ROLE"] = "true" if setting(c, "sdk_role_validation", False) else "false"
+    try:
+        yield
+    except RoleValidationError as error:
+        refusal = " ".join(str(error).split("\n\n")[0].split())
+        raise Exit(f"the SageMaker SDK refused the role: {refusal}: grant them to the role (terraform/modules/iam, or "
+                   "the role of aws.sagemaker_role_arn), or leave the SDK's check off (aws.sdk_role_validation: "
+                   "false; docs/aws.md says why)") from None
+    finally:
+        if before is None:
+            os.environ.pop("SAGEMAKER_VALIDATE_ROLE", None)
+        else:
+            os.environ["SAGEMAKER_VALIDATE_ROLE"] = before
+
+
+def _trainer_class():
+    from sagemaker.train.model_trainer import ModelTrainer
+
+    class ProjectModelTrainer(ModelTrainer):
+        """ModelTrainer that stages code and drivers under the session's code/ prefix, always.
+
+        ModelTrainer simulates s3:PutObject for the role on the whole default bucket and, when an administrator's
+        simulation says no (the Terraform role writes only output/, checkpoints/ and data-capture/), stages under
+        the output path instead. The role reads code/, which is where the project keeps what jobs run.
+        """
+
+        def _resolve_staging_bucket(self):
+            return self.sagemaker_session.default_bucket(), None
+
+    return ProjectModelTrainer
+
+
+def model_trainer(c, identity, source_dir, *, instances=1, spot=False, overrides=None, checkpoint_uri=None):
+    """A configured ModelTrainer (nothing is started yet); with `spot`, checkpoints go to `checkpoint_uri`."""
     from sagemaker.core.helper.session_helper import Session
     from sagemaker.core.training.configs import (CheckpointConfig, Compute, MetricDefinition, OutputDataConfig,
                                                  SourceCode, StoppingCondition, Tag)
     from sagemaker.train.distributed import Torchrun
-    from sagemaker.train.model_trainer import ModelTrainer
 
     if instances < 1:
         raise Exit(f"--instances must be at least 1, not {instances}")
@@ -144,28 +202,29 @@ def model_trainer(c, identity, source_dir, *, instances=1, spot=False, overrides
         requirements = None
     instance_type = setting(c, "training_instance_type", "ml.m5.xlarge")
     max_run_s = int(float(setting(c, "max_run_minutes", 120)) * 60)
-    trainer = ModelTrainer(
-        # The SDK uploads the source and its drivers under the code/ prefix, which the SageMaker role may read.
-        sagemaker_session=Session(boto_session=boto_session(c), default_bucket=bucket,
-                                  default_bucket_prefix=s3_prefix(c, "code").rstrip("/")),
-        role=training_role(c, identity),
-        base_job_name=prefix,
-        training_image=training_image(c, instance_type),
-        source_code=SourceCode(source_dir=source_dir, entry_script=ENTRY_SCRIPT, requirements=requirements),
-        distributed=Torchrun() if instances > 1 else None,
-        compute=Compute(instance_type=instance_type, instance_count=instances,
-                        volume_size_in_gb=int(setting(c, "training_volume_gb", 30)),
-                        enable_managed_spot_training=True if spot else None),
-        stopping_condition=StoppingCondition(
-            max_runtime_in_seconds=max_run_s,
-            max_wait_time_in_seconds=max(max_run_s, int(float(setting(c, "spot_max_wait_minutes", 240)) * 60))
-            if spot else None),
-        checkpoint_config=CheckpointConfig(s3_uri=s3_uri(c, identity, "checkpoints", f"{prefix}-{_run_id()}/"))
-        if spot else None,
-        output_data_config=OutputDataConfig(s3_output_path=s3_uri(c, identity, "output")),
-        hyperparameters=hyperparameters(c, overrides),
-        tags=[Tag(key="Project", value=prefix)],
-    )
+    checkpoint_uri = checkpoint_uri or s3_uri(c, identity, "checkpoints", f"{prefix}-{_run_id()}/")
+    with sdk_role_validation(c):
+        trainer = _trainer_class()(
+            # The SDK uploads the source and its drivers under the code/ prefix, which the SageMaker role may read.
+            sagemaker_session=Session(boto_session=boto_session(c), default_bucket=bucket,
+                                      default_bucket_prefix=s3_prefix(c, "code").rstrip("/")),
+            role=training_role(c, identity),
+            base_job_name=prefix,
+            training_image=training_image(c, instance_type),
+            source_code=SourceCode(source_dir=source_dir, entry_script=ENTRY_SCRIPT, requirements=requirements),
+            distributed=Torchrun() if instances > 1 else None,
+            compute=Compute(instance_type=instance_type, instance_count=instances,
+                            volume_size_in_gb=int(setting(c, "training_volume_gb", 30)),
+                            enable_managed_spot_training=True if spot else None),
+            stopping_condition=StoppingCondition(
+                max_runtime_in_seconds=max_run_s,
+                max_wait_time_in_seconds=max(max_run_s, int(float(setting(c, "spot_max_wait_minutes", 240)) * 60))
+                if spot else None),
+            checkpoint_config=CheckpointConfig(s3_uri=checkpoint_uri) if spot else None,
+            output_data_config=OutputDataConfig(s3_output_path=s3_uri(c, identity, "output")),
+            hyperparameters=hyperparameters(c, overrides),
+            tags=[Tag(key="Project", value=prefix)],
+        )
     return trainer.with_metric_definitions(
         [MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in METRIC_DEFINITIONS])
 
@@ -180,6 +239,7 @@ def _final_metrics(job):
     return {metric["MetricName"]: metric["Value"] for metric in job.get("FinalMetricDataList", [])}
 
 
+@stops_with_one_line("SageMaker training")
 def train(c, instances=1, spot=False, overrides=None):
     """One SageMaker training job (Torchrun across instances when more than one); records its model.tar.gz."""
     identity = require_credentials(c)
@@ -240,6 +300,7 @@ def tuning_ranges(c):
     }
 
 
+@stops_with_one_line("SageMaker tuning")
 def tune(c, max_jobs=None, parallel=None, objective=None, spot=False):
     """A hyperparameter tuning job over tuning_ranges; records the best training job's model.tar.gz."""
     tuning = setting(c, "tuning", {}) or {}
@@ -259,17 +320,20 @@ def tune(c, max_jobs=None, parallel=None, objective=None, spot=False):
     with tempfile.TemporaryDirectory(prefix="sagemaker-source-") as staging:
         # Tuning jobs start the script the classic way (sagemaker_submit_directory); upload that archive under the
         # code/ prefix ourselves, since the SDK would put it outside the prefixes the SageMaker role may read.
-        source = upload_source_archive(c, identity, stage_source(Path(staging) / "source"),
-                                       f"{setting(c, 'name_prefix', 'dog-breeds')}-tune-{_run_id()}")
-        trainer = model_trainer(c, identity, source, instances=1, spot=spot)
+        name = unique_tuning_job_name(c)
+        source = upload_source_archive(c, identity, stage_source(Path(staging) / "source"), name)
+        # The tuning job gives each of its training jobs this one checkpoint URI (the SDK copies the trainer's
+        # CheckpointConfig into the job definition as it is); train.py keeps each job apart inside it, in a
+        # folder named after the job (TRAINING_JOB_NAME), which SageMaker syncs to <uri>/<job name>/.
+        trainer = model_trainer(c, identity, source, instances=1, spot=spot,
+                                checkpoint_uri=s3_uri(c, identity, "checkpoints", f"{name}/"))
         tuner = HyperparameterTuner(
             model_trainer=trainer, objective_metric_name=metric, objective_type=direction,
             hyperparameter_ranges=tuning_ranges(c), metric_definitions=METRIC_DEFINITIONS,
             strategy=tuning.get("strategy", "Bayesian"), max_jobs=max_jobs, max_parallel_jobs=parallel,
-            early_stopping_type="Off", base_tuning_job_name=f"{setting(c, 'name_prefix', 'dog-breeds')}-tune")
+            early_stopping_type="Off")
         print(f"SageMaker tuning: {max_jobs} jobs, {parallel} at a time, {direction.lower()} {metric}", flush=True)
-        tuner.tune(inputs=_input_data(uri), wait=False)
-        name = tuner.latest_tuning_job.hyper_parameter_tuning_job_name
+        tuner.tune(inputs=_input_data(uri), job_name=name, wait=False)
     tuning_job = wait_for_tuning_job(c, name)
     best = tuning_job.get("BestTrainingJob") or {}
     if not best.get("TrainingJobName"):

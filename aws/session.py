@@ -5,6 +5,7 @@ invoke.yaml. Every AWS task calls `require_credentials` first, so a machine with
 with one line instead of a stack trace from deep inside botocore.
 """
 
+import contextlib
 import functools
 import time
 from dataclasses import dataclass
@@ -20,6 +21,21 @@ NO_CREDENTIALS_HELP = (
     "configure AWS credentials first (`aws configure`, `aws sso login`, AWS_PROFILE or AWS_ACCESS_KEY_ID/"
     "AWS_SECRET_ACCESS_KEY, or aws.profile in invoke.yaml), or use the local target: `invoke deploy --target local`"
 )
+UNREACHABLE_HELP = ("check this machine's network connection and proxy (HTTPS_PROXY), aws.region, and AWS_ENDPOINT_URL "
+                    "if it is set, then run the task again")
+# botocore's errors for a request that never got an answer (no route, DNS, proxy, TLS, timeouts, dropped connection).
+UNREACHABLE = (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)
+# What to do, by the error code AWS answers with; anything else: the default.
+WHAT_TO_DO = {
+    "ResourceInUse": "a resource of that name exists already: run the task again (it picks a new name)",
+    "ResourceLimitExceeded": "the account's quota is used up: wait for running jobs or ask AWS for a higher quota",
+    "ThrottlingException": "AWS is throttling this account: wait a minute and run the task again",
+    "AccessDenied": "your credentials lack this permission: ask your administrator or use other credentials",
+    "AccessDeniedException": "your credentials lack this permission: ask your administrator or use other credentials",
+    "ExpiredToken": f"the credentials have expired: {NO_CREDENTIALS_HELP}",
+    "ExpiredTokenException": f"the credentials have expired: {NO_CREDENTIALS_HELP}",
+}
+DEFAULT_WHAT_TO_DO = "fix what AWS names and run the task again"
 
 
 def setting(c, key, default=None):
@@ -67,6 +83,8 @@ def require_credentials(c):
         raise Exit(f"no AWS credentials found: {NO_CREDENTIALS_HELP}")
     try:
         caller = session.client("sts").get_caller_identity()
+    except UNREACHABLE as error:
+        raise Exit(f"cannot reach AWS to check the credentials ({error}): {UNREACHABLE_HELP}")
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
         raise Exit(f"AWS did not accept the credentials ({error}): {NO_CREDENTIALS_HELP}")
     return Identity(account=caller["Account"], arn=caller["Arn"], region=session.region_name)
@@ -112,3 +130,36 @@ def poll_until(read_status, *, label, done, timeout_s, poll_s, timeout_message):
         if time.monotonic() - started > timeout_s:
             raise Exit(timeout_message(status))
         time.sleep(poll_s)
+
+
+def aws_error_line(error):
+    """One line for an error from AWS or from the way there: what happened, then what to do."""
+    if isinstance(error, botocore.exceptions.ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        message = error.response.get("Error", {}).get("Message", "") or str(error)
+        return f"AWS refused {error.operation_name} ({code}: {message}): {WHAT_TO_DO.get(code, DEFAULT_WHAT_TO_DO)}"
+    if isinstance(error, UNREACHABLE):
+        return f"cannot reach AWS ({error}): {UNREACHABLE_HELP}"
+    return f"{error}: {DEFAULT_WHAT_TO_DO}"
+
+
+@contextlib.contextmanager
+def one_line_errors(doing):
+    """Turn an error from AWS, boto3's S3 transfers or the network into Exit: `<doing>: <aws_error_line>`."""
+    import boto3.exceptions
+
+    try:
+        yield
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, boto3.exceptions.Boto3Error) as error:
+        raise Exit(f"{doing}: {' '.join(aws_error_line(error).split())}") from None
+
+
+def stops_with_one_line(doing):
+    """Decorator form of one_line_errors for a task's entry point."""
+    def wrap(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            with one_line_errors(doing):
+                return function(*args, **kwargs)
+        return wrapper
+    return wrap

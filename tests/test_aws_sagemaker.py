@@ -2,8 +2,11 @@
 
 import io
 import json
+import os
 import re
 import tarfile
+import types
+from pathlib import Path
 
 import boto3
 import pytest
@@ -225,3 +228,131 @@ def test_first_use_bootstraps_storage_and_iam_with_terraform_then_reuses_its_rol
     sagemaker_jobs.train(c)                                       # the role is in the state now: no second apply
     assert requests.of("CreateTrainingJob")[1]["RoleArn"] == role
     assert pinned_workspace(terraform_dir).state_version() == applied
+
+
+def aws_answers(status, parsed):
+    """What a before-call hook returns to stand for AWS's answer."""
+    return types.SimpleNamespace(status_code=status, headers={}), parsed
+
+
+def refuse(code, message):
+    return lambda **_: aws_answers(400, {"Error": {"Code": code, "Message": message}})
+
+
+def test_two_tuning_runs_in_the_same_minute_get_distinct_names_within_32_characters(account):
+    c, requests, _ = account
+    _best_job_of_moto(BUCKET)
+    sagemaker_jobs.tune(c, max_jobs=2, parallel=1)
+    sagemaker_jobs.tune(c, max_jobs=2, parallel=1)
+    first, second = (sent["HyperParameterTuningJobName"] for sent in requests.of("CreateHyperParameterTuningJob"))
+    assert first != second
+    assert all(len(name) <= 32 and name.startswith("dog-breeds-") for name in (first, second))
+
+
+def test_a_tuning_job_name_in_use_stops_with_one_line(account):
+    c, requests, _ = account
+    boto_session(c).events.register("before-call.sagemaker.CreateHyperParameterTuningJob", refuse(
+        "ResourceInUse", "Hyperparameter tuning job dog-breeds-x already exists"))
+    with pytest.raises(Exit) as stopped:
+        sagemaker_jobs.tune(c, max_jobs=2, parallel=1)
+    assert stopped.value.message == (
+        "SageMaker tuning: AWS refused CreateHyperParameterTuningJob (ResourceInUse: Hyperparameter tuning job "
+        "dog-breeds-x already exists): a resource of that name exists already: run the task again (it picks a new "
+        "name)")
+
+
+def test_a_training_job_aws_refuses_stops_with_one_line(account):
+    c, requests, role = account
+    boto_session(c).events.register("before-call.sagemaker.CreateTrainingJob", refuse(
+        "ValidationException", f"Could not assume role {role}. Please ensure that the role exists and allows "
+                               "principal 'sagemaker.amazonaws.com' to assume the role."))
+    with pytest.raises(Exit) as stopped:
+        sagemaker_jobs.train(c)
+    assert stopped.value.message.startswith(
+        f"SageMaker training: AWS refused CreateTrainingJob (ValidationException: Could not assume role {role}.")
+    assert stopped.value.message.endswith("): fix what AWS names and run the task again")
+    assert "\n" not in stopped.value.message
+    assert not (tmp_path_of(c) / "model_uri.json").exists()
+
+
+def tmp_path_of(c):
+    return Path(c.config.aws.model_record).parent
+
+
+def test_every_training_job_of_a_spot_tuning_job_checkpoints_to_its_own_prefix(account, monkeypatch):
+    """The definition holds one checkpoint URI for all jobs; train.py, in each job, keeps to <uri>/<job name>/."""
+    import train
+
+    c, requests, _ = account
+    _best_job_of_moto(BUCKET)
+    sagemaker_jobs.tune(c, max_jobs=2, parallel=1, spot=True)
+    sent = requests.of("CreateHyperParameterTuningJob")[0]
+    definition = sent["TrainingJobDefinition"]
+    assert definition["EnableManagedSpotTraining"] is True
+    assert definition["CheckpointConfig"] == {
+        "S3Uri": f"s3://{BUCKET}/checkpoints/{sent['HyperParameterTuningJobName']}/",
+        "LocalPath": "/opt/ml/checkpoints"}
+
+    # Inside the container: SageMaker names each job in TRAINING_JOB_NAME and syncs LocalPath with the S3 URI.
+    monkeypatch.setenv("SM_MODEL_DIR", "/opt/ml/model")
+    folders = set()
+    for job in ("dog-breeds-261201-001-3a2b1c0d", "dog-breeds-261201-002-9f8e7d6c"):
+        monkeypatch.setenv("TRAINING_JOB_NAME", job)
+        folders.add(train.parse_args([]).checkpoint_dir)
+    assert folders == {"/opt/ml/checkpoints/dog-breeds-261201-001-3a2b1c0d",
+                       "/opt/ml/checkpoints/dog-breeds-261201-002-9f8e7d6c"}
+
+
+# What IAM's policy simulator answers for the Terraform role (terraform/modules/iam) when an administrator asks:
+# ecr:GetAuthorizationToken is granted on "*"; PutMetricData is granted only under a namespace condition (no context
+# is given, so it does not match), the EC2 network interface actions only with VPC access, and s3:PutObject only on
+# output/, checkpoints/ and data-capture/ (not on the bucket's "*").
+TERRAFORM_ROLE_ALLOWS = {"ecr:GetAuthorizationToken"}
+
+
+@pytest.fixture
+def iam_simulator(account, monkeypatch):
+    """iam:SimulatePrincipalPolicy (which moto lacks) as IAM answers it for the Terraform role; the SDK's own switch
+    left unset, as on a user's machine. Returns the simulated requests."""
+    c, _, _ = account
+    monkeypatch.delenv("SAGEMAKER_VALIDATE_ROLE", raising=False)
+    simulated = []
+
+    def simulate(params, **_):
+        body = params["body"]  # the query protocol's parameters, not yet encoded: ActionNames.member.<n>
+        members = sorted((key for key in body if key.startswith("ActionNames.member.")),
+                         key=lambda key: int(key.rsplit(".", 1)[1]))
+        actions = [body[key] for key in members]
+        simulated.append(actions)
+        return aws_answers(200, {"EvaluationResults": [
+            {"EvalActionName": action, "EvalResourceName": "*",
+             "EvalDecision": "allowed" if action in TERRAFORM_ROLE_ALLOWS else "implicitDeny"} for action in actions],
+            "IsTruncated": False})
+
+    boto_session(c).events.register("before-call.iam.SimulatePrincipalPolicy", simulate)
+    return simulated
+
+
+def test_the_terraform_role_trains_though_the_sdks_simulation_would_refuse_it(account, iam_simulator):
+    c, requests, role = account
+    sagemaker_jobs.train(c)
+    job = boto3.client("sagemaker", region_name=REGION).describe_training_job(
+        TrainingJobName=requests.of("CreateTrainingJob")[0]["TrainingJobName"])
+    assert job["RoleArn"] == role
+    channels = {ch["ChannelName"]: ch["DataSource"]["S3DataSource"]["S3Uri"] for ch in job["InputDataConfig"]}
+    assert channels["code"].startswith(f"s3://{BUCKET}/code/")      # not output/: the role reads code/
+    assert channels["sm_drivers"].startswith(f"s3://{BUCKET}/code/")
+    assert "SAGEMAKER_VALIDATE_ROLE" not in os.environ               # restored after the SDK call
+
+
+def test_with_the_sdks_role_check_on_a_refused_role_stops_with_one_line(account, iam_simulator):
+    c, requests, role = account
+    c.config.aws.sdk_role_validation = True
+    with pytest.raises(Exit) as stopped:
+        sagemaker_jobs.train(c)
+    message = stopped.value.message
+    assert message.startswith(f"the SageMaker SDK refused the role: IAM role '{role}' cannot be used for 'training' "
+                              "workloads. Missing permissions: cloudwatch:PutMetricData, ec2:CreateNetworkInterface")
+    assert message.endswith("or leave the SDK's check off (aws.sdk_role_validation: false; docs/aws.md says why)")
+    assert "\n" not in message and "ecr:GetAuthorizationToken" not in message
+    assert iam_simulator and "CreateTrainingJob" not in requests.names()

@@ -71,7 +71,10 @@ def _on_sagemaker():
 def get_args_parser():
     data_default = (os.environ.get("SM_CHANNEL_TRAINING") or os.environ.get("SM_CHANNEL_TRAIN")
                     or "data/dogImages")
-    checkpoint_default = "/opt/ml/checkpoints" if _on_sagemaker() else "build/checkpoints"
+    # On SageMaker, a folder per training job: the jobs of a tuning job share one checkpoint S3 URI, which SageMaker
+    # syncs with /opt/ml/checkpoints, so each job resumes from and writes to <uri>/<its own name>/ only.
+    checkpoint_default = (os.path.join("/opt/ml/checkpoints", os.environ.get("TRAINING_JOB_NAME", "")).rstrip("/")
+                          if _on_sagemaker() else "build/checkpoints")
     parser = argparse.ArgumentParser(
         description="Train an image classifier on an ImageFolder data set (train/ valid/ [test/]).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
