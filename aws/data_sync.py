@@ -11,7 +11,7 @@ import botocore.exceptions
 from invoke.exceptions import Exit
 from tqdm import tqdm
 
-from aws.session import REPO_ROOT, client, require_credentials, setting
+from aws.session import REPO_ROOT, client, require_credentials, setting, stops_with_one_line
 
 
 def local_files(root):
@@ -26,6 +26,7 @@ def remote_sizes(s3, bucket, prefix):
     return sizes
 
 
+@stops_with_one_line("data upload")
 def upload(c):
     """Sync the data set (data.dir) to s3://<bucket>/data/<its name>/; returns that URI."""
     from aws.sagemaker_jobs import _split_s3, data_uri

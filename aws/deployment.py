@@ -22,7 +22,8 @@ from invoke.exceptions import Exit
 
 from aws import plan_review
 from aws.model_record import latest_model, resolve_model_uri
-from aws.session import REPO_ROOT, boto_session, client, poll_until, repo_path, require_credentials, setting
+from aws.session import (REPO_ROOT, boto_session, client, poll_until, repo_path, require_credentials, setting,
+                         stops_with_one_line)
 from aws.terraform import TerraformError, Workspace
 
 IGNORED_PARTS = {".terraform", ".git", "__pycache__"}
@@ -154,6 +155,7 @@ def _state_version(ws):
         raise Exit(str(error))
 
 
+@stops_with_one_line("invoke plan")
 def plan(c, model_uri=None):
     """Plan the deployment of a model, save the plan for review and print its summary; returns the summary."""
     from local.function_zip import build_function_zip
@@ -263,6 +265,7 @@ def smoke_test(c, function):
     return answer.body
 
 
+@stops_with_one_line("deploy on AWS")
 def deploy(c):
     """Apply the reviewed plan, wait for the endpoint, smoke-test through the function, print the outputs."""
     require_credentials(c)
@@ -303,6 +306,7 @@ def function_name(c):
     return _outputs_or_exit(c)["function_name"]
 
 
+@stops_with_one_line("AWS status")
 def status(c):
     """Print what runs on AWS: the endpoint, its instances and the model it serves, the function; returns the facts."""
     require_credentials(c)
@@ -330,6 +334,7 @@ def status(c):
     return facts
 
 
+@stops_with_one_line("destroy on AWS")
 def destroy(c):
     """Destroy everything Terraform created for this project (the bucket too, when Terraform made it)."""
     require_credentials(c)

@@ -18,7 +18,7 @@ import botocore.exceptions
 from invoke.exceptions import Exit
 
 from aws.model_record import latest_model, record_model
-from aws.session import client, poll_until, require_credentials, s3_uri, setting
+from aws.session import client, poll_until, require_credentials, s3_uri, setting, stops_with_one_line
 from aws.terraform import TerraformError
 
 DEFAULT_TARGETS = ("module.storage", "module.iam", "module.ec2_training_host")
@@ -178,6 +178,7 @@ def steps(c, source_uri, model_uri, overrides=None):
     ]
 
 
+@stops_with_one_line("EC2 training")
 def ec2_train(c, keep=False, overrides=None):
     """Provision the host, train there, upload and record model.tar.gz, destroy the host unless `keep`."""
     from aws.deployment import workspace

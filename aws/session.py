@@ -140,6 +140,8 @@ def aws_error_line(error):
         return f"AWS refused {error.operation_name} ({code}: {message}): {WHAT_TO_DO.get(code, DEFAULT_WHAT_TO_DO)}"
     if isinstance(error, UNREACHABLE):
         return f"cannot reach AWS ({error}): {UNREACHABLE_HELP}"
+    if isinstance(error, botocore.exceptions.NoCredentialsError):
+        return f"{error}: {NO_CREDENTIALS_HELP}"
     return f"{error}: {DEFAULT_WHAT_TO_DO}"
 
 

@@ -8,7 +8,7 @@ from invoke.exceptions import Exit
 
 import aws.session
 from aws import data_sync, deployment, ec2_training, sagemaker_jobs
-from test_aws_support import make_context
+from test_aws_support import aws_credentials, make_context, moto_account  # noqa: F401 (fixtures)
 
 ENTRY_POINTS = {
     "train --target sagemaker": lambda c: sagemaker_jobs.train(c, instances=2, spot=True),
@@ -58,3 +58,55 @@ def test_an_unknown_profile_is_named_in_the_message(no_credentials, tmp_path):
     with pytest.raises(Exit, match=r"^The config profile \(no-such-profile\) could not be found: configure AWS "
                                    r"credentials first .* or use the local target"):
         deployment.status(c)
+
+
+def closed_port():
+    """A loopback port nothing listens on: a connection there is refused at once."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def aws_unreachable(monkeypatch):
+    """Credentials that would do, and every AWS endpoint on a loopback port nothing answers."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNREACHABLE00000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unreachable")
+    url = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    aws.session._session.cache_clear()
+    yield url
+    aws.session._session.cache_clear()
+
+
+@pytest.mark.parametrize("task", ["tune", "deploy --target aws", "data --upload"])
+def test_an_unreachable_aws_is_reported_as_unreachable_not_as_refused_credentials(aws_unreachable, tmp_path, task):
+    (tmp_path / "dogImages" / "train").mkdir(parents=True)
+    c = make_context(tmp_path, terraform_dir=str(tmp_path / "no-terraform-touched"))
+    c.config.data.dir = str(tmp_path / "dogImages")
+    with pytest.raises(Exit) as stopped:
+        ENTRY_POINTS[task](c)
+    assert stopped.value.message == (
+        f'cannot reach AWS to check the credentials (Could not connect to the endpoint URL: "{aws_unreachable}/"): '
+        "check this machine's network connection and proxy (HTTPS_PROXY), aws.region, and AWS_ENDPOINT_URL if it is "
+        "set, then run the task again")
+
+
+def test_aws_unreachable_in_the_middle_of_a_task_stops_it_with_one_line(moto_account, tmp_path, monkeypatch):
+    """STS and S3 answer (moto), then the SageMaker endpoint cannot be reached."""
+    from test_aws_support import BUCKET, create_bucket, create_role
+
+    create_bucket(objects=["data/dogImages/train/a/1.jpg"])
+    c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role())
+    url = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", url)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(Exit) as stopped:
+        sagemaker_jobs.train(c)
+    assert stopped.value.message.startswith(
+        f'SageMaker training: cannot reach AWS (Could not connect to the endpoint URL: "{url}/"): check this '
+        "machine's network connection")
+    assert not (tmp_path / "model_uri.json").exists()

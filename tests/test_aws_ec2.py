@@ -243,3 +243,17 @@ def test_a_failing_command_in_a_step_fails_the_step_under_dash(tmp_path):
     done = run_as_the_ssm_agent_does(fetch, tmp_path / "ssm", env)
     assert done.returncode == 127 and "aws: not found" in done.stderr
     assert not (tmp_path / "work" / "source.tar.gz").exists()
+
+
+def test_a_command_ssm_refuses_stops_with_one_line_and_still_removes_the_host(host, tmp_path):
+    def refuse(**_):
+        return types.SimpleNamespace(status_code=400, headers={}), {"Error": {
+            "Code": "InvalidInstanceId", "Message": "Instances not in a valid state for account"}}
+
+    boto_session(host.c).events.register("before-call.ssm.SendCommand", refuse)
+    with pytest.raises(Exit) as stopped:
+        ec2_training.ec2_train(host.c)
+    assert stopped.value.message == (
+        "EC2 training: AWS refused SendCommand (InvalidInstanceId: Instances not in a valid state for account): "
+        "fix what AWS names and run the task again")
+    assert state_outputs(host.terraform_dir).get("training_host_id") is None
