@@ -8,6 +8,7 @@ fills as a complete model directory) is recorded for `invoke plan`.
 """
 
 import contextlib
+import functools
 import os
 import secrets
 import shutil
@@ -109,9 +110,14 @@ def training_image(c, instance_type):
         return setting(c, "training_image")
     from sagemaker.core import image_uris
 
-    return image_uris.retrieve("pytorch", region=setting(c, "region"),
-                               version=str(setting(c, "pytorch_version", "2.8")),
-                               instance_type=instance_type, image_scope="training")
+    version = str(setting(c, "pytorch_version", "2.8"))
+    try:
+        return image_uris.retrieve("pytorch", region=setting(c, "region"), version=version,
+                                   instance_type=instance_type, image_scope="training")
+    except ValueError as error:  # a version or instance type the SDK's image list lacks
+        raise Exit(f"no AWS PyTorch training image for aws.pytorch_version {version} on {instance_type} "
+                   f"({str(error).split('. ')[0]}): set aws.pytorch_version to a version the SDK lists, or "
+                   "aws.training_image") from None
 
 
 def training_role(c, identity):
@@ -166,6 +172,7 @@ def sdk_role_validation(c):
             os.environ["SAGEMAKER_VALIDATE_ROLE"] = before
 
 
+@functools.lru_cache(maxsize=None)
 def _trainer_class():
     from sagemaker.train.model_trainer import ModelTrainer
 

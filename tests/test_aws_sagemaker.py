@@ -249,6 +249,29 @@ def test_two_tuning_runs_in_the_same_minute_get_distinct_names_within_32_charact
     assert all(len(name) <= 32 and name.startswith("dog-breeds-") for name in (first, second))
 
 
+@pytest.mark.parametrize("prefix", ["dog-breeds", "a-project-prefix-of-32-characters"[:32]])
+def test_tuning_job_names_keep_to_what_sagemaker_accepts_for_any_name_prefix(tmp_path, prefix):
+    import botocore.session
+
+    from botocore_model_check import violations
+
+    operation = botocore.session.get_session().get_service_model("sagemaker").operation_model(
+        "CreateHyperParameterTuningJob")
+    name = sagemaker_jobs.unique_tuning_job_name(make_context(tmp_path, name_prefix=prefix))
+    assert name.startswith(prefix[:14].rstrip("-"))
+    assert violations(operation.input_shape.members["HyperParameterTuningJobName"], name, "name") == []
+
+
+def test_a_pytorch_version_without_a_training_image_stops_with_one_line(account):
+    c, requests, _ = account
+    c.config.aws.pytorch_version = "9.9"
+    with pytest.raises(Exit, match=r"^no AWS PyTorch training image for aws.pytorch_version 9.9 on ml.m5.xlarge "
+                                   r"\(Unsupported pytorch version: 9.9\): set aws.pytorch_version to a version the "
+                                   r"SDK lists, or aws.training_image$"):
+        sagemaker_jobs.train(c)
+    assert "CreateTrainingJob" not in requests.names()
+
+
 def test_a_tuning_job_name_in_use_stops_with_one_line(account):
     c, requests, _ = account
     boto_session(c).events.register("before-call.sagemaker.CreateHyperParameterTuningJob", refuse(
