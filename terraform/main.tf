@@ -37,6 +37,13 @@ module "storage" {
   noncurrent_versions_to_keep        = var.bucket.noncurrent_versions_to_keep
   checkpoint_expiration_days         = var.bucket.checkpoint_expiration_days
   access_log_bucket                  = var.bucket.access_log_bucket
+  ec2_log_group_name                 = local.ec2_log_group_name
+}
+
+# The log group used to be the host module's, so every teardown of the host deleted the logs of its runs.
+moved {
+  from = module.ec2_training_host[0].aws_cloudwatch_log_group.this
+  to   = module.storage.aws_cloudwatch_log_group.ec2_training
 }
 
 # Depends on storage only, so that `terraform apply -target=module.storage -target=module.iam` can create the
@@ -127,6 +134,5 @@ module "ec2_training_host" {
   subnet_id             = var.ec2_training_host.subnet_id
   key_name              = var.ec2_training_host.key_name
   instance_profile_name = module.iam.ec2_instance_profile_name
-  log_group_name        = local.ec2_log_group_name
   kms_key_arn           = var.kms_key_arn
 }

@@ -18,6 +18,11 @@ output "endpoint_variant_name" {
   value       = module.endpoint.variant_name
 }
 
+output "endpoint_start_instance_count" {
+  description = "Instances a new endpoint configuration starts with: the running count when known (endpoint_running_instance_count), else endpoint.initial_instance_count, capped at autoscaling's max_capacity."
+  value       = module.endpoint.start_instance_count
+}
+
 output "model_name" {
   description = "Name of the SageMaker model being served."
   value       = module.endpoint.model_name
@@ -74,8 +79,13 @@ output "training_host_id" {
 }
 
 output "ec2_log_group_name" {
-  description = "Log group for the output of commands run on the training host."
-  value       = local.ec2_log_group_name
+  description = "Log group for the output of commands run on the training host (the storage module's: it outlives the host)."
+  value       = module.storage.ec2_log_group_name
+}
+
+output "ec2_log_group_arn" {
+  description = "ARN of the training host's log group."
+  value       = module.storage.ec2_log_group_arn
 }
 
 output "autoscaling_policy_name" {

@@ -1,5 +1,6 @@
 # terraform test (Terraform >= 1.7): the root configuration planned and applied against a mocked AWS provider.
-# Needs the hashicorp/aws provider installed (terraform init); no AWS account or credentials.
+# Terraform shows a run only the root's outputs, so these runs check how the root wires its modules together;
+# what each module makes of its inputs is checked in <module>.tftest.hcl next to this file.
 
 mock_provider "aws" {
   mock_data "aws_caller_identity" {
@@ -55,73 +56,43 @@ variables {
 
 run "defaults" {
   assert {
-    condition     = module.autoscaling[0].aws_appautoscaling_target.this.min_capacity == 1 && module.autoscaling[0].aws_appautoscaling_target.this.max_capacity == 2
-    error_message = "Autoscaling must default to 1-2 instances."
-  }
-
-  assert {
-    condition     = module.autoscaling[0].aws_appautoscaling_target.this.resource_id == "endpoint/dog-breeds/variant/AllTraffic"
-    error_message = "The scalable target must be the endpoint's variant."
-  }
-
-  assert {
-    condition = alltrue([
-      module.autoscaling[0].aws_appautoscaling_policy.this.target_tracking_scaling_policy_configuration[0].target_value == 5,
-      module.autoscaling[0].aws_appautoscaling_policy.this.target_tracking_scaling_policy_configuration[0].scale_in_cooldown == 30,
-      module.autoscaling[0].aws_appautoscaling_policy.this.target_tracking_scaling_policy_configuration[0].scale_out_cooldown == 30,
-      module.autoscaling[0].aws_appautoscaling_policy.this.target_tracking_scaling_policy_configuration[0].predefined_metric_specification[0].predefined_metric_type == "SageMakerVariantInvocationsPerInstance",
-    ])
-    error_message = "Target tracking must keep 5 invocations per instance with 30 s cooldowns."
-  }
-
-  assert {
-    condition     = module.endpoint.aws_sagemaker_endpoint_configuration.this.production_variants[0].instance_type == "ml.m5.large" && module.endpoint.aws_sagemaker_endpoint_configuration.this.production_variants[0].initial_instance_count == 1
-    error_message = "The endpoint must default to one ml.m5.large."
-  }
-
-  assert {
-    condition     = module.endpoint.aws_sagemaker_model.this.primary_container[0].model_data_url == var.model_data_url
-    error_message = "The model must serve model_data_url."
-  }
-
-  assert {
-    condition     = module.lambda.aws_lambda_function.this.reserved_concurrent_executions == 10
-    error_message = "The function must reserve a concurrency of 10."
-  }
-
-  assert {
-    condition     = module.lambda.aws_lambda_function.this.environment[0].variables["ENDPOINT_NAME"] == output.endpoint_name
-    error_message = "The function must call this endpoint."
-  }
-
-  assert {
-    condition     = module.lambda.aws_lambda_function.this.handler == "lambda_function.lambda_handler"
-    error_message = "The handler must be lambda_function.lambda_handler."
-  }
-
-  assert {
-    condition     = module.lambda.aws_lambda_function.this.source_code_hash == filebase64sha256("tests/fixtures/function.zip")
-    error_message = "The function must be deployed with the hash of its package."
-  }
-
-  assert {
-    condition     = length(module.lambda.aws_lambda_function_url.this) == 0 && length(module.lambda.aws_iam_role_policy.optional_features) == 0
-    error_message = "No function URL and no extra permissions by default."
-  }
-
-  assert {
-    condition     = length(module.ec2_training_host) == 0 && output.training_host_id == null
-    error_message = "The EC2 training host must be off by default."
-  }
-
-  assert {
-    condition     = output.bucket_name == "dog-breeds-123456789012" && module.storage.aws_s3_bucket.this[0].bucket == "dog-breeds-123456789012"
+    condition     = output.bucket_name == "dog-breeds-123456789012"
     error_message = "The bucket must be <name_prefix>-<account id>."
   }
 
   assert {
-    condition     = length(module.endpoint.aws_cloudwatch_metric_alarm.errors) == 0 && length(module.endpoint.aws_sagemaker_endpoint.this.deployment_config) == 0
-    error_message = "Blue/green deployment must be off by default."
+    condition     = output.endpoint_name == "dog-breeds" && output.function_name == "dog-breeds" && output.endpoint_variant_name == "AllTraffic"
+    error_message = "The endpoint and the function are named after name_prefix; the variant is AllTraffic."
+  }
+
+  assert {
+    condition     = output.model_data_url == var.model_data_url && startswith(output.model_name, "dog-breeds-")
+    error_message = "The model must serve model_data_url."
+  }
+
+  assert {
+    condition     = output.endpoint_start_instance_count == 1
+    error_message = "The endpoint must start with one instance."
+  }
+
+  assert {
+    condition     = output.autoscaling_policy_name == "dog-breeds-invocations-per-instance"
+    error_message = "Autoscaling must be on by default."
+  }
+
+  assert {
+    condition     = output.function_url == null
+    error_message = "No function URL by default."
+  }
+
+  assert {
+    condition     = output.training_host_id == null
+    error_message = "The EC2 training host must be off by default."
+  }
+
+  assert {
+    condition     = output.ec2_log_group_name == "/dog-breeds/ec2-training" && output.s3_uris.models == "s3://dog-breeds-123456789012/models/"
+    error_message = "The training host's log group and the bucket's prefixes are named after name_prefix."
   }
 }
 
@@ -160,66 +131,58 @@ run "scaled_out_endpoint_keeps_its_size_on_a_new_model" {
   }
 
   assert {
-    condition     = module.endpoint.aws_sagemaker_endpoint_configuration.this.production_variants[0].initial_instance_count == 2
+    condition     = output.endpoint_start_instance_count == 2
     error_message = "The new fleet must start at the running size, capped at autoscaling's max_capacity (2)."
   }
 }
 
-run "ec2_training_host" {
+run "autoscaling_off_leaves_the_count_uncapped" {
+  command = plan
+
+  variables {
+    autoscaling                     = { enabled = false }
+    endpoint_running_instance_count = 5
+  }
+
+  assert {
+    condition     = output.autoscaling_policy_name == null && output.endpoint_start_instance_count == 5
+    error_message = "Without autoscaling there is no policy and no max_capacity to cap the starting count."
+  }
+}
+
+# What `invoke ec2-train` does: apply aws.ec2_targets with the host on, then again with it off.
+run "ec2_training_host_on" {
   variables {
     enable_ec2_training_host = true
   }
 
-  assert {
-    condition     = module.ec2_training_host[0].aws_instance.this.metadata_options[0].http_tokens == "required"
-    error_message = "The host must require IMDSv2."
+  plan_options {
+    target = [module.storage, module.iam, module.ec2_training_host]
   }
 
   assert {
-    condition     = module.ec2_training_host[0].aws_instance.this.root_block_device[0].encrypted == true
-    error_message = "The host's root volume must be encrypted."
-  }
-
-  assert {
-    condition     = module.ec2_training_host[0].aws_instance.this.tags["Project"] == "dog-breeds" && module.ec2_training_host[0].aws_instance.this.tags["Role"] == "training-host"
-    error_message = "The host must carry the tags invoke finds it by."
-  }
-
-  assert {
-    condition     = module.ec2_training_host[0].aws_instance.this.instance_type == "t2.medium"
-    error_message = "The host defaults to t2.medium."
-  }
-
-  assert {
-    condition     = output.training_host_id == module.ec2_training_host[0].aws_instance.this.id
-    error_message = "training_host_id must name the host."
+    condition     = output.training_host_id != null && output.ec2_log_group_arn != null
+    error_message = "The host and its log group must exist while the host is on."
   }
 }
 
-run "blue_green_with_rollback_alarms" {
+run "ec2_training_host_torn_down_keeps_its_logs" {
   variables {
-    endpoint = { blue_green = { enabled = true, traffic_routing = "CANARY", canary_percent = 25 } }
+    enable_ec2_training_host = false
+  }
+
+  plan_options {
+    target = [module.storage, module.iam, module.ec2_training_host]
   }
 
   assert {
-    condition     = length(module.endpoint.aws_sagemaker_endpoint.this.deployment_config[0].auto_rollback_configuration[0].alarms) == 2
-    error_message = "Both rollback alarms must guard the deployment."
+    condition     = output.training_host_id == null
+    error_message = "The teardown must remove the host."
   }
 
   assert {
-    condition     = module.endpoint.aws_sagemaker_endpoint.this.deployment_config[0].blue_green_update_policy[0].traffic_routing_configuration[0].canary_size[0].value == 25
-    error_message = "The canary must take the configured share of capacity."
-  }
-}
-
-run "function_url_requires_iam" {
-  variables {
-    function = { function_url = true }
-  }
-
-  assert {
-    condition     = module.lambda.aws_lambda_function_url.this[0].authorization_type == "AWS_IAM"
-    error_message = "A function URL must require AWS_IAM authorization."
+    condition     = output.ec2_log_group_arn == run.ec2_training_host_on.ec2_log_group_arn
+    error_message = "The teardown must keep the host's log group (the same one, not a new one)."
   }
 }
 

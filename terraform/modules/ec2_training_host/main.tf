@@ -63,14 +63,6 @@ resource "aws_security_group" "this" {
   }
 }
 
-resource "aws_cloudwatch_log_group" "this" {
-  #checkov:skip=CKV_AWS_158:A customer managed key is a variable (kms_key_arn); without one CloudWatch Logs encrypts the group with its own keys. The group holds training logs, no secrets.
-  name              = var.log_group_name
-  retention_in_days = var.log_retention_days
-  kms_key_id        = var.kms_key_arn
-  tags              = var.tags
-}
-
 resource "aws_instance" "this" {
   #checkov:skip=CKV_AWS_135:EBS optimization is not available on t2 instances (the default type) and is always on for current GPU types.
   #checkov:skip=CKV_AWS_126:Detailed (1-minute) monitoring costs extra for a host that lives only for one training run; the training log is the record.

@@ -17,8 +17,3 @@ output "security_group_id" {
   description = "ID of the host's security group (no ingress, HTTPS egress)."
   value       = aws_security_group.this.id
 }
-
-output "log_group_name" {
-  description = "Name of the log group for the output of commands run on the host."
-  value       = aws_cloudwatch_log_group.this.name
-}

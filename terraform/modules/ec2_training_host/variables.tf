@@ -72,25 +72,9 @@ variable "key_name" {
 }
 
 variable "kms_key_arn" {
-  description = "ARN of a customer managed KMS key for the root volume and the log group. Null: the account's default EBS key and CloudWatch Logs' own keys."
+  description = "ARN of a customer managed KMS key for the root volume. Null: the account's default EBS key."
   type        = string
   default     = null
-}
-
-variable "log_group_name" {
-  description = "Name of the CloudWatch log group that receives the output of the commands run on the host (ssm send-command)."
-  type        = string
-}
-
-variable "log_retention_days" {
-  description = "Days the log group keeps the command output; one of CloudWatch's allowed values."
-  type        = number
-  default     = 365
-
-  validation {
-    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
-    error_message = "log_retention_days must be one of CloudWatch's allowed retention values."
-  }
 }
 
 variable "tags" {

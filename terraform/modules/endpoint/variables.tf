@@ -182,7 +182,9 @@ variable "blue_green" {
     (ALL_AT_ONCE, CANARY with canary_percent of capacity first, or LINEAR in steps of linear_step_percent), watches two
     alarms this module creates (5XX errors >= error_threshold in a minute; average model latency > latency_threshold_ms)
     for wait_interval seconds per step, and rolls back if either fires. wait_interval and termination_wait in seconds
-    (0-3600), maximum_execution_timeout in seconds (600-14400).
+    (0-3600), maximum_execution_timeout in seconds (600-28800), and longer than all the waits together: wait_interval
+    after each traffic shift (1 for ALL_AT_ONCE, 2 for CANARY, 100 / linear_step_percent rounded up for LINEAR)
+    plus termination_wait.
   EOT
   type = object({
     enabled                   = optional(bool, false)
@@ -207,9 +209,20 @@ variable "blue_green" {
     condition = (
       var.blue_green.wait_interval >= 0 && var.blue_green.wait_interval <= 3600 &&
       var.blue_green.termination_wait >= 0 && var.blue_green.termination_wait <= 3600 &&
-      var.blue_green.maximum_execution_timeout >= 600 && var.blue_green.maximum_execution_timeout <= 14400
+      var.blue_green.maximum_execution_timeout >= 600 && var.blue_green.maximum_execution_timeout <= 28800
     )
-    error_message = "blue_green: wait_interval and termination_wait must be 0-3600 s, maximum_execution_timeout 600-14400 s."
+    error_message = "blue_green: wait_interval and termination_wait must be 0-3600 s, maximum_execution_timeout 600-28800 s."
+  }
+
+  validation {
+    # SageMaker's own rule across the bounds above: the deployment's timeout must be longer than its waits.
+    condition = !var.blue_green.enabled || try(
+      var.blue_green.maximum_execution_timeout > var.blue_green.termination_wait + var.blue_green.wait_interval * (
+        var.blue_green.traffic_routing == "LINEAR" ? ceil(100 / var.blue_green.linear_step_percent) :
+        var.blue_green.traffic_routing == "CANARY" ? 2 : 1
+      ),
+    false)
+    error_message = "blue_green: maximum_execution_timeout (${var.blue_green.maximum_execution_timeout} s) must be longer than wait_interval after each traffic shift plus termination_wait; raise it or shorten the waits."
   }
 
   validation {

@@ -161,3 +161,13 @@ resource "aws_s3_bucket_logging" "this" {
   target_bucket = var.access_log_bucket
   target_prefix = "${var.access_log_prefix}${var.name}/"
 }
+
+# The EC2 training host's command output. It lives here, with the bucket, and not in the host's module: every
+# `invoke ec2-train` destroys the host at the end, and the logs must outlive it.
+resource "aws_cloudwatch_log_group" "ec2_training" {
+  #checkov:skip=CKV_AWS_158:A customer managed key is a variable (kms_key_arn); without one CloudWatch Logs encrypts the group with its own keys. The group holds training logs, no secrets.
+  name              = var.ec2_log_group_name
+  retention_in_days = var.ec2_log_retention_days
+  kms_key_id        = var.kms_key_arn
+  tags              = var.tags
+}

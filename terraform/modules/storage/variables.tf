@@ -21,7 +21,7 @@ variable "force_destroy" {
 }
 
 variable "kms_key_arn" {
-  description = "ARN of a customer managed KMS key for default encryption. Null uses the AWS managed key aws/s3 (SSE-KMS either way)."
+  description = "ARN of a customer managed KMS key for the bucket's default encryption and the EC2 training log group. Null: the AWS managed key aws/s3 (SSE-KMS either way) and CloudWatch Logs' own keys."
   type        = string
   default     = null
 
@@ -89,6 +89,22 @@ variable "access_log_prefix" {
   description = "Key prefix of the access logs in `access_log_bucket`."
   type        = string
   default     = "s3-access-logs/"
+}
+
+variable "ec2_log_group_name" {
+  description = "Name of the CloudWatch log group that receives the output of the commands run on the EC2 training host (ssm send-command). It is kept when the host is destroyed."
+  type        = string
+}
+
+variable "ec2_log_retention_days" {
+  description = "Days the EC2 training log group keeps the command output; one of CloudWatch's allowed values."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.ec2_log_retention_days)
+    error_message = "ec2_log_retention_days must be one of CloudWatch's allowed retention values."
+  }
 }
 
 variable "tags" {
