@@ -5,15 +5,18 @@
    a terraform >= 1.6 is found (see 3).
 2. checkov over this folder (`--framework terraform --skip-download`): no failed check is allowed, and every skip
    must be inline (`#checkov:skip=ID:reason`) with its reason.
-3. `terraform validate` and `terraform test` (the mock_provider suite in tests/) need Terraform >= 1.7 and the
-   hashicorp/aws provider. They run whenever such a terraform is found and `terraform init` can install the
-   provider (registry or a configured mirror); otherwise one line says why they were skipped and the rest still runs.
+3. `terraform validate` of the root and of every module, then `terraform test` (the mock_provider suite in tests/,
+   every run counted: none may fail or be skipped). They need Terraform >= 1.7 and the hashicorp/aws provider: the
+   installed one where `terraform init` can install it (registry or your mirror), else the offline schema-only
+   provider in offline_provider/ (the real hashicorp/aws 6.25.0 schema, served to terraform over the plugin
+   protocol). All of it runs on a copy of this folder, so nothing here (.terraform/, the lock file) changes.
 
-Usage: python terraform/lint.py [--terraform PATH] [--checkov-report FILE] [--no-checkov]
-Exit status 1 when a check fails, 0 otherwise (skips are not failures).
+Usage: python terraform/lint.py [--terraform PATH] [--checkov-report FILE] [--no-checkov] [--provider MODE]
+Exit status 1 when a check fails, 0 otherwise.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -29,12 +32,15 @@ MIN_TEST_VERSION = (1, 7)  # mock_provider in terraform test
 MIN_TFTEST_FMT_VERSION = (1, 6)  # first terraform whose fmt reads *.tftest.hcl
 INIT_TIMEOUT_S = 300
 TEST_TIMEOUT_S = 600
+OFFLINE_PROVIDER = TERRAFORM_DIR / "offline_provider" / "provider.py"
+PROVIDERS = ("auto", "installed", "offline")
+TEST_SUMMARY = re.compile(r"(?:Success|Failure)! (\d+) passed, (\d+) failed(?:, (\d+) skipped)?\.")
 
 
 @dataclass
 class CheckResult:
     name: str
-    status: str  # "ok", "failed" or "skipped"
+    status: str  # "ok" or "failed"
     message: str  # one line
     details: list = field(default_factory=list)
 
@@ -181,34 +187,128 @@ def check_checkov(directory=TERRAFORM_DIR, report_path=None):
     return CheckResult("checkov", "ok", f"{counts}, each with its reason")
 
 
-def check_validate_and_test(directory=TERRAFORM_DIR, candidates=None):
-    """`terraform validate` and `terraform test` where a terraform >= 1.7 can install the AWS provider."""
+def _offline_provider():
+    """terraform/offline_provider/provider.py, loaded by path like this file is (it is no package)."""
+    spec = importlib.util.spec_from_file_location("offline_provider", OFFLINE_PROVIDER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def terraform_platform(binary):
+    """linux_amd64 and the like: the folder a provider mirror keeps this terraform's providers in."""
+    try:
+        return json.loads(_run([str(binary), "version", "-json"], timeout=60).stdout)["platform"]
+    except (ValueError, KeyError, TypeError, OSError, subprocess.TimeoutExpired):
+        return "linux_amd64"
+
+
+def use_offline_provider(binary, scratch, env):
+    """Install the schema-only provider as a filesystem mirror in `scratch` and point a CLI configuration there
+    (never the user's ~/.terraformrc); returns the environment for terraform and the version it offers."""
+    provider = _offline_provider()
+    mirror, version = provider.install(Path(scratch) / "offline-provider", terraform_platform(binary))
+    config = Path(scratch) / "offline-provider.tfrc"
+    config.write_text(provider.cli_config(mirror))
+    return dict(env, TF_CLI_CONFIG_FILE=str(config)), version
+
+
+def configurations(directory):
+    """The root configuration and every module under modules/, each validated on its own."""
+    modules = sorted(path.parent for path in (Path(directory) / "modules").glob("*/versions.tf"))
+    return [Path(directory)] + modules
+
+
+def test_summary(output):
+    """(passed, failed, skipped) from terraform test's last line, or None when it printed none."""
+    matches = TEST_SUMMARY.findall(output or "")
+    if not matches:
+        return None
+    passed, failed, skipped = matches[-1]
+    return int(passed), int(failed), int(skipped or 0)
+
+
+def _failure_details(result):
+    text = (result.stdout or "") + (result.stderr or "")
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-30:]
+
+
+def check_validate_and_test(directory=TERRAFORM_DIR, candidates=None, provider="auto"):
+    """`terraform validate` of the root and of every module, then `terraform test`, with a terraform >= 1.7 and
+    the hashicorp/aws provider: the installed one (registry or the user's mirror) or, where it cannot be installed
+    (provider="auto") or when asked (provider="offline"), the schema-only offline provider."""
     name = "terraform validate + test"
     binary, version = newest_terraform(candidates if candidates is not None else terraform_candidates(),
                                        MIN_TEST_VERSION)
     if binary is None:
-        return CheckResult(name, "skipped", f"needs Terraform >= {_version_text(MIN_TEST_VERSION)} with the "
-                           f"hashicorp/aws provider; newest terraform found is {_version_text(version)}")
-    with tempfile.TemporaryDirectory(prefix="tf-lint-") as data_dir:
-        # A private data dir: never disturbs the .terraform/ (backend, providers) that `invoke plan` uses.
-        env = dict(_environment(), TF_DATA_DIR=data_dir)
+        return CheckResult(name, "failed", f"needs Terraform >= {_version_text(MIN_TEST_VERSION)} (mock_provider); "
+                           f"the newest terraform found is {_version_text(version)}: install one on PATH or pass "
+                           "--terraform")
+    with tempfile.TemporaryDirectory(prefix="tf-lint-") as scratch:
+        # A copy: init writes .terraform/ and .terraform.lock.hcl, which must not touch what `invoke plan` uses.
+        work = Path(scratch) / "terraform"
+        shutil.copytree(directory, work, ignore=shutil.ignore_patterns(
+            ".terraform", ".terraform.lock.hcl", "*.tfstate", "*.tfstate.*", "*.tfplan", "__pycache__"))
+        env = {key: value for key, value in _environment().items() if key != "TF_DATA_DIR"}
+        env.setdefault("TF_PLUGIN_CACHE_DIR", str(Path(scratch) / "plugin-cache"))  # one download for all modules
+        Path(env["TF_PLUGIN_CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
+        used = "the installed hashicorp/aws provider"
+        roots = configurations(work)
+
+        def init(folder, environment):
+            return _run([str(binary), "init", "-backend=false", "-input=false", "-no-color"], cwd=folder,
+                        env=environment, timeout=INIT_TIMEOUT_S)
+
         try:
-            init = _run([str(binary), "init", "-backend=false", "-input=false", "-no-color"],
-                        cwd=directory, env=env, timeout=INIT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            return CheckResult(name, "skipped", f"terraform init did not finish in {INIT_TIMEOUT_S} s")
-        if init.returncode != 0:
-            return CheckResult(name, "skipped", "the hashicorp/aws provider could not be installed (offline, "
-                               f"no provider mirror): {_first_error_line(init.stderr or init.stdout)}")
-        validate = _run([str(binary), "validate", "-no-color"], cwd=directory, env=env)
-        if validate.returncode != 0:
-            return CheckResult(name, "failed", _first_error_line(validate.stderr or validate.stdout),
-                               (validate.stderr or validate.stdout).strip().splitlines()[-20:])
-        test = _run([str(binary), "test", "-no-color"], cwd=directory, env=env, timeout=TEST_TIMEOUT_S)
-        summary = _first_error_line(test.stdout) if test.returncode == 0 else _first_error_line(test.stderr or test.stdout)
-        if test.returncode != 0:
-            return CheckResult(name, "failed", summary, (test.stdout + test.stderr).strip().splitlines()[-30:])
-        return CheckResult(name, "ok", f"valid; terraform test: {summary} ({_version_text(version)})")
+            first = None if provider == "offline" else init(roots[0], env)
+            if first is None or (first.returncode != 0 and provider == "auto"):
+                env, offline_version = use_offline_provider(binary, scratch, env)
+                why = "" if first is None else ("; the installed one could not be: "
+                                                f"{_first_error_line(first.stderr or first.stdout)}")
+                used = f"the offline schema-only hashicorp/aws {offline_version} provider{why}"
+                shutil.rmtree(roots[0] / ".terraform", ignore_errors=True)  # what the failed init left
+                (roots[0] / ".terraform.lock.hcl").unlink(missing_ok=True)
+                first = init(roots[0], env)
+            if first.returncode != 0:
+                return CheckResult(name, "failed", f"terraform init: {_first_error_line(first.stderr or first.stdout)}",
+                                   _failure_details(first))
+            for folder in roots:
+                label = "root" if folder == work else f"modules/{folder.name}"
+                if folder != work:
+                    initialized = init(folder, env)
+                    if initialized.returncode != 0:
+                        return CheckResult(name, "failed", f"terraform init of {label}: "
+                                           f"{_first_error_line(initialized.stderr or initialized.stdout)}",
+                                           _failure_details(initialized))
+                validate = _run([str(binary), "validate", "-no-color"], cwd=folder, env=env)
+                if validate.returncode != 0:
+                    return CheckResult(name, "failed", f"terraform validate of {label}: "
+                                       f"{_first_error_line(validate.stderr or validate.stdout)}",
+                                       _failure_details(validate) + _schema_hint(validate, used))
+            test = _run([str(binary), "test", "-no-color"], cwd=work, env=env, timeout=TEST_TIMEOUT_S)
+        except subprocess.TimeoutExpired as expired:
+            return CheckResult(name, "failed", f"{' '.join(expired.cmd[1:3])} did not finish in {expired.timeout:.0f} s")
+        counts = test_summary(test.stdout)
+        if test.returncode != 0 or counts is None:
+            summary = f"{counts[0]} passed, {counts[1]} failed, {counts[2]} skipped" if counts else \
+                _first_error_line(test.stderr or test.stdout)
+            return CheckResult(name, "failed", f"terraform test: {summary} ({used})",
+                               _failure_details(test) + _schema_hint(test, used))
+        passed, failed, skipped = counts
+        if passed == 0 or skipped:
+            return CheckResult(name, "failed", f"terraform test: {passed} passed, {skipped} skipped: every run "
+                               "must run and pass", _failure_details(test))
+        return CheckResult(name, "ok", f"valid: root and {len(roots) - 1} modules; terraform test: {passed} runs "
+                           f"passed, 0 failed (terraform {_version_text(version)}, {used})")
+
+
+def _schema_hint(result, used):
+    text = (result.stdout or "") + (result.stderr or "")
+    if "offline" in used and re.search(r"does not support (resource|data source) type", text):
+        return ["hint: the offline provider's schema holds only the types the project used when it was made: run "
+                "`python terraform/offline_provider/schema_from_cdktf.py`"]
+    return []
 
 
 def main(argv=None):
@@ -217,6 +317,9 @@ def main(argv=None):
                         "bundled one)")
     parser.add_argument("--checkov-report", help="also write checkov's JSON report to this file")
     parser.add_argument("--no-checkov", action="store_true", help="skip checkov (its ~10 s); default: run it")
+    parser.add_argument("--provider", choices=PROVIDERS, default="auto",
+                        help="hashicorp/aws for validate and test: the installed one (registry or your mirror), the "
+                        "offline schema-only one, or auto (default): the installed one where it installs, else offline")
     args = parser.parse_args(argv)
 
     candidates = terraform_candidates(args.terraform)
@@ -224,7 +327,7 @@ def main(argv=None):
     checks = [lambda: check_fmt(tftest_binary=tftest_binary)]
     if not args.no_checkov:
         checks.append(lambda: check_checkov(report_path=args.checkov_report))
-    checks.append(lambda: check_validate_and_test(candidates=candidates))
+    checks.append(lambda: check_validate_and_test(candidates=candidates, provider=args.provider))
 
     results = []
     for check in checks:

