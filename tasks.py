@@ -111,14 +111,17 @@ def destroy(c, target=None):
     return commands.destroy(c)
 
 
-@task(help={"terraform": "terraform >= 1.7 with the AWS provider for validate and test "
-                         "(default: lint.terraform in invoke.yaml, else PATH)",
+@task(help={"terraform": "terraform >= 1.7 for validate and test (default: lint.terraform in invoke.yaml, else the "
+                         "newest on PATH)",
+            "provider": "hashicorp/aws for validate and test: auto (default: lint.provider), installed or offline",
             "checkov_report": "also write checkov's JSON report to this file"})
-def lint(c, terraform=None, checkov_report=None):
-    """Offline checks of the infrastructure code: terraform fmt, checkov, validate and test where possible."""
+def lint(c, terraform=None, provider=None, checkov_report=None):
+    """Offline checks of the infrastructure code: terraform fmt, checkov, validate of every module, terraform test."""
     command = [sys.executable, str(REPO_ROOT / "terraform" / "lint.py")]
     terraform = terraform or c.config.get("lint", {}).get("terraform")
+    provider = provider or c.config.get("lint", {}).get("provider")
     command += ["--terraform", terraform] if terraform else []
+    command += ["--provider", provider] if provider else []
     command += ["--checkov-report", checkov_report] if checkov_report else []
     if not c.run(shlex.join(command), warn=True, pty=False).ok:
         raise Exit("lint: a check failed (details above)")

@@ -9,6 +9,7 @@ use (--types adds more), so it stays small; run this again after adding a type:
 
     python terraform/offline_provider/schema_from_cdktf.py            # fetches the package with `npm pack`
     python terraform/offline_provider/schema_from_cdktf.py --package DIR   # an unpacked package (with .jsii, lib/)
+    python terraform/offline_provider/schema_from_cdktf.py --fetch-into .cache/cdktf-provider-aws   # fetch only
 
 Whether an optional argument is also computed comes from the TypeScript the JavaScript was compiled from (kept in
 its source map). What the package does not record, and so the schema does not either: descriptions, sensitivity,
@@ -324,7 +325,16 @@ def main(argv=None):
     parser.add_argument("--package", help="an unpacked @cdktf/provider-aws (default: fetch it with npm pack)")
     parser.add_argument("--types", nargs="*", default=[], help="more types to include: aws_x (resource) or data.aws_x")
     parser.add_argument("--output", default=str(SCHEMA_FILE), help=f"where to write (default: {SCHEMA_FILE})")
+    parser.add_argument("--fetch-into", metavar="DIR", help="only fetch and unpack the package into DIR/package "
+                        "(what .ci/setup does for the test that checks the committed schema)")
     args = parser.parse_args(argv)
+    if args.fetch_into:
+        try:
+            print(f"{CDKTF_PACKAGE} unpacked in {fetch_package(args.fetch_into)}")
+            return 0
+        except SchemaError as error:
+            print(f"schema_from_cdktf: {error}", file=sys.stderr)
+            return 1
     types = used_types()
     for extra in args.types:
         kind, name = ("data_sources", extra[5:]) if extra.startswith("data.") else ("resources", extra)
