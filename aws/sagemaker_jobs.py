@@ -9,6 +9,7 @@ fills as a complete model directory) is recorded for `invoke plan`.
 
 import contextlib
 import functools
+import logging
 import os
 import secrets
 import shutil
@@ -26,6 +27,8 @@ from aws.session import (REPO_ROOT, boto_session, bucket_name, client, require_c
                          setting, stops_with_one_line)
 
 ENTRY_SCRIPT = "training/train.py"
+# The job's command: the SDK's driver under a relay that hands SageMaker's SIGTERM on to train.py (see the script).
+SIGTERM_RELAY = "training/sigterm_relay.py"
 SOURCE_FOLDERS = ("training", "inference")
 DATA_CHANNEL = "training"  # train.py reads SM_CHANNEL_TRAINING
 NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
@@ -195,6 +198,7 @@ def model_trainer(c, identity, source_dir, *, instances=1, spot=False, overrides
     from sagemaker.core.helper.session_helper import Session
     from sagemaker.core.training.configs import (CheckpointConfig, Compute, MetricDefinition, OutputDataConfig,
                                                  SourceCode, StoppingCondition, Tag)
+    from sagemaker.train.constants import SM_DRIVERS_CONTAINER_PATH
     from sagemaker.train.distributed import Torchrun
 
     if instances < 1:
@@ -209,6 +213,11 @@ def model_trainer(c, identity, source_dir, *, instances=1, spot=False, overrides
         requirements = None
     instance_type = setting(c, "training_instance_type", "ml.m5.xlarge")
     max_run_s = int(float(setting(c, "max_run_minutes", 120)) * 60)
+    processes = int(setting(c, "processes_per_instance", 0) or 0)
+    distributed = Torchrun(process_count_per_node=processes or None) if instances > 1 or processes > 1 else None
+    driver = f"{SM_DRIVERS_CONTAINER_PATH}/distributed_drivers/" + (
+        distributed.driver_script if distributed else "basic_script_driver.py")
+    _quiet_command_warnings()
     checkpoint_uri = checkpoint_uri or s3_uri(c, identity, "checkpoints", f"{prefix}-{_run_id()}/")
     with sdk_role_validation(c):
         trainer = _trainer_class()(
@@ -218,8 +227,11 @@ def model_trainer(c, identity, source_dir, *, instances=1, spot=False, overrides
             role=training_role(c, identity),
             base_job_name=prefix,
             training_image=training_image(c, instance_type),
-            source_code=SourceCode(source_dir=source_dir, entry_script=ENTRY_SCRIPT, requirements=requirements),
-            distributed=Torchrun() if instances > 1 else None,
+            # sm_train.sh evals the command: exec makes the relay PID 1, and the driver still reads entry_script
+            # and the hyperparameters (SM_ENTRY_SCRIPT, SM_HPS); tuning jobs take entry_script (sagemaker_program).
+            source_code=SourceCode(source_dir=source_dir, entry_script=ENTRY_SCRIPT, requirements=requirements,
+                                   command=f"exec $SM_PYTHON_CMD {SIGTERM_RELAY} $SM_PYTHON_CMD {driver}"),
+            distributed=distributed,
             compute=Compute(instance_type=instance_type, instance_count=instances,
                             volume_size_in_gb=int(setting(c, "training_volume_gb", 30)),
                             enable_managed_spot_training=True if spot else None),
@@ -234,6 +246,22 @@ def model_trainer(c, identity, source_dir, *, instances=1, spot=False, overrides
         )
     return trainer.with_metric_definitions(
         [MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in METRIC_DEFINITIONS])
+
+
+class _CommandWarnings(logging.Filter):
+    """The SDK warns that a command replaces entry_script and the hyperparameters' flags; with the driver under
+    the relay neither is true, so those two warnings would only mislead."""
+
+    MISLEADING = ("Both 'command' and 'entry_script' are provided", "Hyperparameters are set but are not passed")
+
+    def filter(self, record):
+        return not str(record.getMessage()).startswith(self.MISLEADING)
+
+
+def _quiet_command_warnings():
+    sdk_logger = logging.getLogger("sagemaker.core.utils.utils")
+    if not any(isinstance(f, _CommandWarnings) for f in sdk_logger.filters):
+        sdk_logger.addFilter(_CommandWarnings())
 
 
 def _input_data(uri):

@@ -1,0 +1,117 @@
+"""The jobs `invoke train --target sagemaker` and `invoke tune` create, run the way the training container runs them.
+
+The job is submitted to moto as usual; then what it uploaded (the SDK's sm_drivers channel, the code, the data set)
+is laid out in an /opt/ml of its own and the job's entry point runs as PID 1 of a container made of namespaces
+(sagemaker_container_testlib.py): the SDK's bash entrypoint and drivers for training jobs, the `sagemaker-training`
+toolkit's `train` for the script mode that tuning jobs take.
+"""
+
+import re
+import tarfile
+
+import boto3
+import pytest
+
+from aws import sagemaker_jobs
+from aws.session import boto_session
+from sagemaker_container_testlib import TrainingContainer, can_run_containers
+from test_aws_support import (BUCKET, REGION, RequestRecorder, create_bucket, create_role, make_context,  # noqa: F401
+                              moto_account, aws_credentials)
+
+pytestmark = pytest.mark.skipif(bool(can_run_containers()), reason=can_run_containers() or "")
+
+# Small enough for 2 cores: ResNet-18 at 32 px on 24 training images (8 a class), 3 steps an epoch on each of 2 ranks.
+TINY = {"arch": "resnet18", "weights": "none", "mode": "finetune", "image_size": 32, "batch_size": 8,
+        "num_workers": 0, "patience": 0}
+EPOCHS = 2
+CONTAINER_TIMEOUT_S = 120
+STOP_TIMEOUT_S = 30
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """{relative path: bytes} of a generated ImageFolder set, as the data channel holds it."""
+    import synthetic
+
+    root = synthetic.make_synthetic_dataset(tmp_path_factory.mktemp("shapes") / "shapes", classes=3,
+                                            split_sizes={"train": 8, "valid": 2}, image_size=40, seed=3)
+    return {path.relative_to(root).as_posix(): path.read_bytes() for path in sorted(root.rglob("*.jpg"))}
+
+
+def _objects(uri):
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    s3 = boto3.client("s3", region_name=REGION)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+    return {key[len(prefix):].lstrip("/"): s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+
+
+def _submitted_job(tmp_path, shapes, processes, spot, **overrides):
+    """CreateTrainingJob as `invoke train --target sagemaker` sends it, with the generated set as its data."""
+    s3 = create_bucket()
+    for relative, body in shapes.items():
+        s3.put_object(Bucket=BUCKET, Key=f"data/dogImages/{relative}", Body=body)
+    c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role(), processes_per_instance=processes)
+    requests = RequestRecorder(boto_session(c))
+    sagemaker_jobs.train(c, spot=spot, overrides={**TINY, **overrides})
+    return requests.of("CreateTrainingJob")[0]
+
+
+def _training_container(root, request):
+    channels = {ch["ChannelName"]: _objects(ch["DataSource"]["S3DataSource"]["S3Uri"])
+                for ch in request["InputDataConfig"]}
+    return TrainingContainer(root, hyperparameters=request["HyperParameters"], channels=channels,
+                             instance_type=request["ResourceConfig"]["InstanceType"],
+                             job_name=request["TrainingJobName"], environment=request.get("Environment"))
+
+
+def _entry(request):
+    spec = request["AlgorithmSpecification"]
+    return spec["ContainerEntrypoint"] + spec.get("ContainerArguments", [])
+
+
+def _metrics_logged(log):
+    """What SageMaker's metric definitions read from the job's log: {metric name: [values]}."""
+    return {d["Name"]: [float(v) for v in re.findall(d["Regex"], log)] for d in sagemaker_jobs.METRIC_DEFINITIONS}
+
+
+@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "torchrun-two-processes"])
+def test_a_spot_training_job_checkpoints_on_sigterm_to_pid_1_and_its_restart_finishes_the_model(
+        moto_account, tmp_path, shapes, processes):
+    import torch
+
+    from model_archive import build_model_archive
+
+    request = _submitted_job(tmp_path, shapes, processes, spot=True, epochs=EPOCHS)
+    container = _training_container(tmp_path / "ml", request)
+
+    # The spot interruption: SIGTERM to the container's PID 1 once the first epoch is done.
+    container.start(_entry(request))
+    try:
+        assert container.wait_for_line("epoch=1 ", CONTAINER_TIMEOUT_S), container.log()
+        container.stop()
+        status = container.wait(STOP_TIMEOUT_S)
+    finally:
+        container.close()
+    interrupted = container.log()
+    assert status is not None, f"SIGTERM to PID 1 did not stop training within {STOP_TIMEOUT_S} s:\n{interrupted}"
+    assert "SIGTERM: " in interrupted and f"epoch={EPOCHS} " not in interrupted, interrupted
+    assert ("torchrun" in interrupted) == (processes > 1)
+    checkpoint = torch.load(container.path("/opt/ml/checkpoints/checkpoint.pt"), weights_only=False)
+    assert checkpoint["epoch"] >= 1 and not checkpoint["finished"]
+
+    # SageMaker restarts the job with the checkpoints restored and the model folder empty.
+    container.start(_entry(request))
+    status = container.wait(CONTAINER_TIMEOUT_S)
+    resumed = container.log()
+    assert status == 0, resumed
+    assert "resuming from the checkpoint in /opt/ml/checkpoints" in resumed, resumed
+    model_dir = container.path("/opt/ml/model")
+    archive = build_model_archive(model_dir, tmp_path / "model.tar.gz")
+    with tarfile.open(archive) as tar:
+        assert {"model.pth", "model_config.json", "code/inference.py"} <= set(tar.getnames())
+    # One line an epoch, each metric read; then the best epoch's line, whose valid:loss (the model kept) is the
+    # last value and so the one a tuning job's objective takes.
+    logged = _metrics_logged(interrupted + resumed)
+    assert all(len(values) == EPOCHS + 1 for name, values in logged.items() if name.startswith("valid:")), logged
+    assert all(len(values) == EPOCHS for name, values in logged.items() if name.startswith("train:")), logged
+    assert logged["valid:loss"][-1] == min(logged["valid:loss"][:-1])
