@@ -20,7 +20,18 @@ from pathlib import Path
 HOST = "algo-1"
 CONTAINER_ROOT = "/opt/ml"
 # The SageMaker PyTorch training images set these; the job's own Environment comes on top.
-IMAGE_ENVIRONMENT = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8", "HOME": "/root"}
+IMAGE_ENVIRONMENT = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8", "HOME": "/root",
+                     "SAGEMAKER_TRAINING_MODULE": "sagemaker_pytorch_container.training:main"}
+# A job without a ContainerEntrypoint (every tuning job) starts the image's own: a bash script that SageMaker runs
+# with the argument `train` and that runs the sagemaker-training toolkit's `train` as its child (after setting the
+# hostname), so bash is PID 1 there too.
+IMAGE_ENTRYPOINT_SCRIPT = """#!/bin/bash
+if [ "$1" = train ]; then
+    train
+else
+    eval "$@"
+fi
+"""
 _ENTER = r"""set -e
 mount --bind "$1" /opt/ml
 mount --bind "$2" /etc/hosts
@@ -77,6 +88,12 @@ class TrainingContainer:
     def path(self, container_path):
         """Where a path inside the container (/opt/ml/...) lies on this machine."""
         return self.root / Path(container_path).relative_to(CONTAINER_ROOT)
+
+    def image_entrypoint(self):
+        """The command SageMaker runs for a job that names no entrypoint: the image's, with `train`."""
+        script = self.path("/opt/ml/input/image-entrypoint.sh")
+        script.write_text(IMAGE_ENTRYPOINT_SCRIPT)
+        return ["bash", "-m", "/opt/ml/input/image-entrypoint.sh", "train"]
 
     def start(self, command):
         """Run `command` (the container's entrypoint and arguments) as the container's PID 1."""

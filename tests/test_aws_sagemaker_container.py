@@ -115,3 +115,60 @@ def test_a_spot_training_job_checkpoints_on_sigterm_to_pid_1_and_its_restart_fin
     assert all(len(values) == EPOCHS + 1 for name, values in logged.items() if name.startswith("valid:")), logged
     assert all(len(values) == EPOCHS for name, values in logged.items() if name.startswith("train:")), logged
     assert logged["valid:loss"][-1] == min(logged["valid:loss"][:-1])
+
+
+def test_a_tuning_job_trains_through_the_sagemaker_training_toolkit_where_sigterm_does_not_reach_train_py(
+        moto_account, tmp_path, shapes):
+    """Tuning jobs cannot name an entrypoint, so the image's own runs the toolkit, which runs train.py with the
+    hyperparameters as flags; the toolkit forwards no signal, so a spot interruption there loses the epoch in
+    progress (the checkpoint of the epoch before survives). This pins what docs/aws.md says."""
+    import json
+
+    from model_archive import build_model_archive
+
+    s3 = create_bucket()
+    for relative, body in shapes.items():
+        s3.put_object(Bucket=BUCKET, Key=f"data/dogImages/{relative}", Body=body)
+    c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role(), hyperparameters=TINY,
+                     tuning={"epochs": [1, EPOCHS], "batch_size": [8]})
+    requests = RequestRecorder(boto_session(c))
+    boto3.client("sagemaker", region_name=REGION).create_training_job(   # moto's "best" job, which it never creates
+        TrainingJobName="FakeTrainingJobName", RoleArn=create_role("tuned"),
+        AlgorithmSpecification={"TrainingImage": "image", "TrainingInputMode": "File"},
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/output/"},
+        ResourceConfig={"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+        StoppingCondition={"MaxRuntimeInSeconds": 3600})
+    sagemaker_jobs.tune(c, max_jobs=1, parallel=1, spot=True)
+    definition = requests.of("CreateHyperParameterTuningJob")[0]["TrainingJobDefinition"]
+    assert "ContainerEntrypoint" not in definition["AlgorithmSpecification"]
+
+    # What SageMaker hands one training job of the tuning job: the static hyperparameters, the values it picked
+    # (as strings) and the objective's name. The source archive is read from a local copy of the same object.
+    static = dict(definition["StaticHyperParameters"])
+    archive_uri = static["sagemaker_submit_directory"]
+    static["sagemaker_submit_directory"] = "/opt/ml/input/sourcedir.tar.gz"
+    picked = {"learning_rate": "0.002", "weight_decay": "0.0001", "epochs": str(EPOCHS), "batch_size": "8"}
+    channels = {ch["ChannelName"]: _objects(ch["DataSource"]["S3DataSource"]["S3Uri"])
+                for ch in definition["InputDataConfig"]}
+    container = TrainingContainer(tmp_path / "ml", channels=channels, job_name="dog-breeds-tune-001-abcdef",
+                                  hyperparameters={**static, **picked, "_tuning_objective_metric": "valid:loss"})
+    container.path("/opt/ml/input/sourcedir.tar.gz").write_bytes(_objects(archive_uri)[""])
+
+    container.start(container.image_entrypoint())
+    try:
+        assert container.wait_for_line("epoch=1 ", CONTAINER_TIMEOUT_S), container.log()
+        container.stop()
+        status = container.wait(CONTAINER_TIMEOUT_S)
+    finally:
+        container.close()
+    log = container.log()
+    assert status == 0 and "SIGTERM: " not in log and f"epoch={EPOCHS} " in log, log
+    command = next(line for line in log.splitlines() if "training/train.py" in line and "--" in line)
+    assert "sagemaker_" not in command and "_tuning_objective_metric" not in command, command
+    settings = json.loads(container.path("/opt/ml/output/data/metrics.json").read_text())["settings"]
+    assert (settings["lr"], settings["weight_decay"], settings["epochs"], settings["batch_size"]) == (
+        0.002, 0.0001, EPOCHS, 8)
+    with tarfile.open(build_model_archive(container.path("/opt/ml/model"), tmp_path / "model.tar.gz")) as tar:
+        assert {"model.pth", "model_config.json", "code/inference.py"} <= set(tar.getnames())
+    logged = _metrics_logged(log)
+    assert len(logged["valid:loss"]) == EPOCHS + 1 and len(logged["train:accuracy"]) == EPOCHS, logged
