@@ -172,3 +172,13 @@ def test_a_tuning_job_trains_through_the_sagemaker_training_toolkit_where_sigter
         assert {"model.pth", "model_config.json", "code/inference.py"} <= set(tar.getnames())
     logged = _metrics_logged(log)
     assert len(logged["valid:loss"]) == EPOCHS + 1 and len(logged["train:accuracy"]) == EPOCHS, logged
+
+
+def test_submitting_a_job_does_not_repeat_the_sdks_warnings_about_its_command(moto_account, tmp_path, caplog):
+    """The SDK warns that a command replaces entry_script and the hyperparameter flags; under the relay neither
+    holds (the driver reads both), so the warnings would send a user looking for a problem that is not there."""
+    create_bucket(objects=["data/dogImages/train/a/x.jpg"])
+    c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role(), hyperparameters={"epochs": 1})
+    with caplog.at_level("WARNING"):
+        sagemaker_jobs.train(c)
+    assert not [r for r in caplog.records if "command" in r.getMessage()], caplog.text

@@ -1,0 +1,32 @@
+"""A model trained with this machine's torch loads and answers the same under the serving image's torch.
+
+The serving environment (Python 3.12, torch 2.6.0, torchvision 0.21.0, as in the SageMaker PyTorch inference image)
+is built by tools/check_serving_versions.py; .ci/setup builds it before the tests, so here it is only reused.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "tools"))
+
+import check_serving_versions  # noqa: E402
+
+
+def test_the_serving_torch_checked_is_the_one_terraform_deploys():
+    variables = (REPO_ROOT / "terraform" / "variables.tf").read_text()
+    deployed = re.search(r'framework_version\s*=\s*optional\(string,\s*"([^"]+)"\)', variables).group(1)
+    module = (REPO_ROOT / "terraform" / "modules" / "endpoint" / "variables.tf").read_text()
+    module_default = re.search(r'variable "framework_version" \{[^}]*?default\s*=\s*"([^"]+)"', module).group(1)
+    assert check_serving_versions.SERVING_TORCH == deployed == module_default
+
+
+def test_a_model_trained_here_answers_the_same_under_the_serving_images_torch_and_torchvision(trained_model_dir):
+    archive = trained_model_dir.parent / "model.tar.gz"
+    here, serving, differences = check_serving_versions.compare(archive, log=lambda line: None)
+
+    assert (serving["torch"].split("+")[0], serving["torchvision"].split("+")[0]) == ("2.6.0", "0.21.0")
+    assert serving["torch"] != here["torch"]
+    assert len(serving["answers"]) == 4
+    assert differences == []
