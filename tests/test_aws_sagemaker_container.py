@@ -96,7 +96,9 @@ def test_a_spot_training_job_checkpoints_on_sigterm_to_pid_1_and_its_restart_fin
     assert status is not None, f"SIGTERM to PID 1 did not stop training within {STOP_TIMEOUT_S} s:\n{interrupted}"
     assert "SIGTERM: " in interrupted and f"epoch={EPOCHS} " not in interrupted, interrupted
     assert ("torchrun" in interrupted) == (processes > 1)
-    checkpoint = torch.load(container.path("/opt/ml/checkpoints/checkpoint.pt"), weights_only=False)
+    # train.py keeps each job's checkpoints apart: /opt/ml/checkpoints/<training job name>/
+    checkpoint = torch.load(container.path(f"/opt/ml/checkpoints/{request['TrainingJobName']}/checkpoint.pt"),
+                            weights_only=False)
     assert checkpoint["epoch"] >= 1 and not checkpoint["finished"]
 
     # SageMaker restarts the job with the checkpoints restored and the model folder empty.
@@ -104,7 +106,7 @@ def test_a_spot_training_job_checkpoints_on_sigterm_to_pid_1_and_its_restart_fin
     status = container.wait(CONTAINER_TIMEOUT_S)
     resumed = container.log()
     assert status == 0, resumed
-    assert "resuming from the checkpoint in /opt/ml/checkpoints" in resumed, resumed
+    assert f"resuming from the checkpoint in /opt/ml/checkpoints/{request['TrainingJobName']}" in resumed, resumed
     model_dir = container.path("/opt/ml/model")
     archive = build_model_archive(model_dir, tmp_path / "model.tar.gz")
     with tarfile.open(archive) as tar:
