@@ -16,6 +16,7 @@ import datetime
 import importlib
 import json
 import os
+import shlex
 import stat
 import sys
 import threading
@@ -255,15 +256,10 @@ def install(folder, platform, schema_path=SCHEMA_FILE, python=sys.executable):
     stubs = folder / "stubs"
     generate_stubs(stubs)
     launcher = package / f"terraform-provider-aws_v{version}"
-    launcher.write_text("#!/bin/sh\n"
-                        f"exec {_sh_quote(python)} {_sh_quote(str(Path(__file__).resolve()))} "
-                        f"--schema {_sh_quote(str(Path(schema_path).resolve()))} --stubs {_sh_quote(str(stubs))}\n")
+    command = [python, str(Path(__file__).resolve()), "--schema", str(Path(schema_path).resolve()), "--stubs", str(stubs)]
+    launcher.write_text(f"#!/bin/sh\nexec {shlex.join(command)}\n")
     launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return folder / "mirror", version
-
-
-def _sh_quote(text):
-    return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 def cli_config(mirror):

@@ -116,12 +116,12 @@ class Converter:
 
     @staticmethod
     def _provider_version(assembly):
-        for text in json.dumps(assembly.get("readme", {})), assembly.get("description", ""):
-            match = re.search(r"hashicorp/aws@?\s*(?:version\s*)?[~>=\s]*(\d+\.\d+\.\d+)", text)
-            if match:
-                return match.group(1)
-        link = re.search(r"providers/hashicorp/aws/(\d+\.\d+\.\d+)/", json.dumps(next(iter(assembly["types"].values()))))
-        return link.group(1) if link else "unknown"
+        """The hashicorp/aws version the package was generated from: the one its registry links name."""
+        provider = assembly["types"][f"{ASSEMBLY}.provider.AwsProvider"]
+        link = re.search(r"providers/hashicorp/aws/(\d+\.\d+\.\d+)/", provider["docs"]["summary"])
+        if not link:
+            raise SchemaError("the package does not say which hashicorp/aws version it was generated from")
+        return link.group(1)
 
     def js(self, fqn):
         filename = self.types[fqn]["locationInModule"]["filename"]
