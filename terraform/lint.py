@@ -320,9 +320,19 @@ def main(argv=None):
     parser.add_argument("--provider", choices=PROVIDERS, default="auto",
                         help="hashicorp/aws for validate and test: the installed one (registry or your mirror), the "
                         "offline schema-only one, or auto (default): the installed one where it installs, else offline")
+    parser.add_argument("--find-terraform", action="store_true", help="only say which terraform validate and test "
+                        "would use (exit status 1, with one line, when there is none); .ci/setup checks this")
     args = parser.parse_args(argv)
 
     candidates = terraform_candidates(args.terraform)
+    if args.find_terraform:
+        binary, version = newest_terraform(candidates, MIN_TEST_VERSION)
+        if binary is None:
+            print(f"terraform >= {_version_text(MIN_TEST_VERSION)} is needed for terraform validate and terraform test "
+                  f"(mock_provider); the newest found is {_version_text(version)}: put one on PATH", file=sys.stderr)
+            return 1
+        print(f"{binary} ({_version_text(version)})")
+        return 0
     tftest_binary, _ = newest_terraform(candidates, MIN_TFTEST_FMT_VERSION)
     checks = [lambda: check_fmt(tftest_binary=tftest_binary)]
     if not args.no_checkov:

@@ -138,6 +138,16 @@ def test_a_failing_terraform_test_run_fails_the_step_and_is_named(tmp_path):
     assert not (tmp_path / ".terraform").exists(), "lint works on a copy"
 
 
+def test_setup_finds_the_terraform_to_test_with_or_says_in_one_line_there_is_none():
+    found = subprocess.run([sys.executable, str(TERRAFORM / "lint.py"), "--find-terraform"], capture_output=True,
+                           text=True, timeout=120)
+    assert found.returncode == 0 and re.search(r"terraform \(v1\.\d+\.\d+\)$", found.stdout.strip()), found
+    bundled_only = subprocess.run([sys.executable, str(TERRAFORM / "lint.py"), "--find-terraform"], capture_output=True,
+                                  text=True, timeout=120, env={"PATH": "/nonexistent", "HOME": "/tmp"})
+    assert bundled_only.returncode == 1 and bundled_only.stdout == ""
+    assert len(bundled_only.stderr.strip().splitlines()) == 1 and "v1.0.3" in bundled_only.stderr
+
+
 def test_the_lint_task_stops_with_one_line_when_a_check_fails():
     import tasks
 
