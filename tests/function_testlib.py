@@ -38,6 +38,7 @@ class FakeSageMakerRuntime:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True   # headers and body are two writes: no delayed-ACK stall between them
 
             def log_message(self, *args):
                 pass
