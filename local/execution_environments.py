@@ -195,7 +195,8 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
             if parts[2] == "error":
                 invocation.finish(body, "Unhandled", outcome="error")
                 return self._reply(202, {"status": "OK"})
-            if len(body) > MAX_PAYLOAD_BYTES:
+            if len(body) > MAX_PAYLOAD_BYTES:   # the runtime client fails on the 413 and exits: Lambda resets it
+                self.server.discard = True
                 invocation.finish(error_body("Function.ResponseSizeTooLarge",
                                              f"Response payload size exceeded maximum allowed payload size "
                                              f"({MAX_PAYLOAD_BYTES} bytes).", invocation.request_id),
@@ -219,6 +220,7 @@ class Environment:
         self.current = None
         self.init_duration_ms = None
         self.init_error = None           # (body, error type) the runtime client posted to /init/error
+        self.discard = False             # stop it once its event is answered
         self._queue = queue.SimpleQueue()
         self._ready = threading.Event()  # set at the first GET /next (init done), an init error or an exit
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -304,6 +306,10 @@ class Environment:
         self.current = invocation
         self.invocations += 1
         self._queue.put(invocation)
+        if self.state == "stopped":   # it exited after it was chosen and before its watcher saw this event
+            invocation.finish(error_body("Runtime.ExitError", f"RequestId: {invocation.request_id} Error: Runtime "
+                                         "exited without providing a reason", invocation.request_id),
+                              "Unhandled", outcome="error")
 
     def stop(self):
         """SIGKILL, as Lambda ends a runtime that has no extensions; the listener closes with it."""
@@ -427,6 +433,8 @@ class EnvironmentPool:
                 _lambda_log(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}.000Z {invocation.request_id} "
                             f"{message}")
                 environment.stop()
+        if environment.discard:
+            environment.stop()
         duration_ms = (time.monotonic() - started) * 1000
         memory = environment.peak_memory.megabytes()
         report = (f"END RequestId: {invocation.request_id}\n"

@@ -42,6 +42,8 @@ def handler(event, context):
             raise ValueError("the handler was told to fail")
         elif action == "exit":
             os._exit(3)
+        elif action == "return":
+            return "x" * event["characters"]
         print(json.dumps({"handled": context.aws_request_id}))
         return {"pid": os.getpid(), "cwd": os.getcwd(), "request_id": context.aws_request_id,
                 "remaining_ms": context.get_remaining_time_in_millis(), "function_name": context.function_name,
@@ -139,6 +141,13 @@ def test_a_runtime_that_exits_mid_event_is_a_runtime_exit_error(server, client):
     assert error == "Unhandled" and payload["errorType"] == "Runtime.ExitError"
     assert "exit status 3" in payload["errorMessage"]
     assert invoke(client, {})[0] is None
+
+
+def test_a_result_over_6_mb_is_lambdas_response_size_error_and_one_under_it_comes_back_whole(server, client):
+    error, payload = invoke(client, {"action": "return", "characters": 6 * 1024 * 1024})
+    assert error == "Unhandled" and payload["errorType"] == "Function.ResponseSizeTooLarge"
+    error, payload = invoke(client, {"action": "return", "characters": 5 * 1024 * 1024})
+    assert error is None and payload == "x" * (5 * 1024 * 1024)
 
 
 def test_concurrent_events_run_in_separate_environments_and_one_more_is_throttled_at_once(server):
