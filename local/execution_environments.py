@@ -17,7 +17,6 @@ import base64
 import json
 import math
 import os
-import queue
 import secrets
 import signal
 import socket
@@ -34,7 +33,7 @@ RUNTIME_API = "/2018-06-01/runtime"
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024      # synchronous invocation payload limit, each way
 INIT_TIMEOUT_S = 10                      # Lambda's limit on an on-demand environment's init phase
 ACCOUNT = "000000000000"
-_STOPPED = object()                      # put in an environment's queue to end its pending GET /next
+EXIT_GRACE_S = 5                         # for an environment that closed its connection to be seen exiting
 
 
 @dataclass(frozen=True)
@@ -163,10 +162,12 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path != f"{RUNTIME_API}/invocation/next":
             return self._reply(404, {"errorMessage": f"no route {self.path}", "errorType": "NotFound"})
-        invocation = self.server.next_invocation()
-        if invocation is None:            # the environment is being stopped
+        if not self.server.park(self):    # the environment is being stopped
             self.close_connection = True
-            return None
+        return None
+
+    def send_event(self, invocation):
+        """The answer to the parked GET /next (written by the invoking thread)."""
         headers = [("Lambda-Runtime-Aws-Request-Id", invocation.request_id),
                    ("Lambda-Runtime-Deadline-Ms", str(invocation.deadline_ms)),
                    ("Lambda-Runtime-Invoked-Function-Arn", self.server.config.arn),
@@ -180,7 +181,6 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(invocation.payload)))
         self.end_headers()
         self.wfile.write(invocation.payload)
-        return None
 
     def do_POST(self):
         body = self._body()
@@ -221,7 +221,8 @@ class Environment:
         self.init_duration_ms = None
         self.init_error = None           # (body, error type) the runtime client posted to /init/error
         self.discard = False             # stop it once its event is answered
-        self._queue = queue.SimpleQueue()
+        self._parked = None              # the runtime client's connection, waiting in GET /next for an event
+        self._parked_changed = threading.Condition()
         self._ready = threading.Event()  # set at the first GET /next (init done), an init error or an exit
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.runtime_api = f"127.0.0.1:{self._listener.getsockname()[1]}"
@@ -267,12 +268,19 @@ class Environment:
         finally:
             connection.close()
 
-    def next_invocation(self):
+    def park(self, handler):
+        """GET /next arrived: the connection waits here while an invoking thread uses it; False when stopped."""
         if not self._ready.is_set():
             self.init_duration_ms = (time.monotonic() - self._started) * 1000
             self._ready.set()
-        invocation = self._queue.get()
-        return None if invocation is _STOPPED else invocation
+        handler.resume = threading.Event()
+        with self._parked_changed:
+            if self.state == "stopped":
+                return False
+            self._parked = handler
+            self._parked_changed.notify_all()
+        handler.resume.wait()
+        return self.state != "stopped"
 
     def init_failed(self, body, error_type):
         self.init_duration_ms = (time.monotonic() - self._started) * 1000
@@ -301,15 +309,51 @@ class Environment:
     def alive(self):
         return self.state != "stopped" and self.process.poll() is None
 
-    def dispatch(self, invocation):
+    def run(self, invocation):
+        """Give the event to the runtime client and read its result, on the calling thread (no hand-over to
+        another thread on the way); False when the function's timeout passed first."""
+        deadline = time.monotonic() + invocation.timeout_s
         invocation.deadline_ms = int((time.time() + invocation.timeout_s) * 1000)
         self.current = invocation
         self.invocations += 1
-        self._queue.put(invocation)
-        if self.state == "stopped":   # it exited after it was chosen and before its watcher saw this event
+        handler = self._take_parked(deadline)
+        if handler is not None:
+            try:
+                handler.send_event(invocation)
+                while invocation.answer is None and not handler.close_connection:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    handler.connection.settimeout(remaining)
+                    handler.handle_one_request()   # the runtime's next call: its result or error (do_POST)
+            except OSError:
+                pass
+            finally:
+                try:
+                    handler.connection.settimeout(None)
+                except OSError:
+                    pass
+                handler.resume.set()
+        if invocation.answer is None and self.state != "stopped" and self.process.poll() is None \
+                and time.monotonic() >= deadline:
+            return False
+        # The connection closed or the runtime exited: its watcher answers Runtime.ExitError.
+        invocation.wait(max(0.0, min(deadline - time.monotonic(), EXIT_GRACE_S)))
+        if invocation.answer is None and self.state == "stopped":
             invocation.finish(error_body("Runtime.ExitError", f"RequestId: {invocation.request_id} Error: Runtime "
                                          "exited without providing a reason", invocation.request_id),
                               "Unhandled", outcome="error")
+        return invocation.answer is not None
+
+    def _take_parked(self, deadline):
+        with self._parked_changed:
+            while self._parked is None and self.state != "stopped":
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._parked_changed.wait(remaining)
+            handler, self._parked = self._parked, None
+            return handler
 
     def stop(self):
         """SIGKILL, as Lambda ends a runtime that has no extensions; the listener closes with it."""
@@ -322,7 +366,11 @@ class Environment:
         self._close()
 
     def _close(self):
-        self._queue.put(_STOPPED)
+        with self._parked_changed:
+            parked, self._parked = self._parked, None
+            self._parked_changed.notify_all()
+        if parked is not None:
+            parked.resume.set()
         self.peak_memory.close()
         try:
             self._listener.shutdown(socket.SHUT_RDWR)
@@ -424,8 +472,7 @@ class EnvironmentPool:
         cold = environment.invocations == 0
         _lambda_log(f"START RequestId: {invocation.request_id} Version: {self.config.version}")
         started = time.monotonic()
-        environment.dispatch(invocation)
-        if not invocation.wait(invocation.timeout_s):
+        if not environment.run(invocation):
             message = f"Task timed out after {invocation.timeout_s:.2f} seconds"
             if invocation.finish(error_body("Sandbox.Timedout", f"RequestId: {invocation.request_id} Error: "
                                             f"{message}", invocation.request_id),
