@@ -97,12 +97,12 @@ def test_every_type_the_configuration_uses_is_in_the_committed_schema():
 
 # ---------------------------------------------------------------------------------------------- the plugin
 @pytest.fixture
-def plugin(tmp_path):
+def plugin():
     """The plugin process as Terraform starts it: magic cookie, protocol 6 offered, a client certificate for TLS."""
     client_key, client_certificate, _ = provider.server_certificate()
     env = dict(os.environ, TF_PLUGIN_MAGIC_COOKIE=provider.MAGIC_COOKIE_VALUE, PLUGIN_PROTOCOL_VERSIONS="5,6",
                PLUGIN_CLIENT_CERT=client_certificate.decode())
-    process = subprocess.Popen([sys.executable, str(OFFLINE / "provider.py"), "--stubs", str(tmp_path / "stubs")],
+    process = subprocess.Popen([sys.executable, str(OFFLINE / "provider.py")],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         handshake = process.stdout.readline().strip().split("|")
@@ -113,7 +113,7 @@ def plugin(tmp_path):
                                                    private_key=client_key, certificate_chain=client_certificate)
         # Terraform checks the certificate against the name localhost, whatever the address.
         channel = grpc.secure_channel(handshake[3], credentials, options=[("grpc.ssl_target_name_override", "localhost")])
-        yield process, channel, provider.load_stubs(tmp_path / "stubs")
+        yield process, channel, provider.load_protocol()
         channel.close()
     finally:
         if process.poll() is None:
@@ -154,9 +154,9 @@ def test_the_plugin_serves_the_schema_over_tls_and_refuses_what_needs_aws(plugin
     assert process.wait(timeout=30) == 0
 
 
-def test_the_plugin_refuses_to_run_outside_terraform(tmp_path):
+def test_the_plugin_refuses_to_run_outside_terraform():
     env = {key: value for key, value in os.environ.items() if key != provider.MAGIC_COOKIE_KEY}
-    result = subprocess.run([sys.executable, str(OFFLINE / "provider.py"), "--stubs", str(tmp_path)], env=env,
+    result = subprocess.run([sys.executable, str(OFFLINE / "provider.py")], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and result.stdout == ""
     assert "plugin" in result.stderr and "Traceback" not in result.stderr

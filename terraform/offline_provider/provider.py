@@ -7,13 +7,12 @@ schema, and mock_provider plans and applies without the provider. Anything that 
 for real, reading a data source) gets an error diagnostic saying so.
 
 install(folder) lays it out as a filesystem mirror for a CLI configuration (what terraform/lint.py does);
-`python provider.py --schema FILE --stubs DIR` is the plugin process itself.
+`python provider.py --schema FILE` is the plugin process itself.
 """
 
 import argparse
 import base64
 import datetime
-import importlib
 import json
 import os
 import shlex
@@ -24,7 +23,6 @@ from concurrent import futures
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PROTO = HERE / "tfplugin6.proto"  # plugin protocol 6.8, as released with Terraform v1.11.4
 SCHEMA_FILE = HERE / "aws-schema.json"
 # go-plugin's handshake: Terraform sets this cookie for its plugins, and the core protocol version is always 1.
 MAGIC_COOKIE_KEY = "TF_PLUGIN_MAGIC_COOKIE"
@@ -38,29 +36,12 @@ NOT_AVAILABLE = ("This is the offline, schema-only hashicorp/aws provider (terra
 NESTING = {"single": 1, "list": 2, "set": 3, "map": 4, "group": 5}
 
 
-class ProviderError(Exception):
-    pass
+def load_protocol():
+    """The message classes of plugin protocol 6.5 (PyPI's tfplugin-proto-all, generated from hashicorp/terraform's
+    tfplugin6.proto). Terraform 1.11 speaks 6.8, whose additions are all optional for a provider."""
+    from tfplugin_proto import tfplugin6_5_pb2
 
-
-def generate_stubs(folder):
-    """Python message classes for tfplugin6.proto (grpcio-tools' protoc) in `folder`; returns the module name."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / "tfplugin6_pb2.py").exists():
-        from grpc_tools import protoc
-
-        include = Path(protoc.__file__).parent / "_proto"  # google/protobuf/timestamp.proto
-        status = protoc.main(["protoc", f"-I{PROTO.parent}", f"-I{include}", f"--python_out={folder}", str(PROTO)])
-        if status != 0:
-            raise ProviderError(f"protoc could not compile {PROTO} (exit {status})")
-    return "tfplugin6_pb2"
-
-
-def load_stubs(folder):
-    folder = str(Path(folder).resolve())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    return importlib.import_module(generate_stubs(folder))
+    return tfplugin6_5_pb2
 
 
 def load_schema(path=SCHEMA_FILE):
@@ -204,7 +185,7 @@ def server_certificate():
         certificate.public_bytes(serialization.Encoding.DER)
 
 
-def serve(schema_path, stubs_dir, environ=os.environ, out=sys.stdout):
+def serve(schema_path, environ=os.environ, out=sys.stdout):
     """Run as a plugin until Terraform shuts it down; the handshake line goes to `out`."""
     import grpc
 
@@ -217,7 +198,7 @@ def serve(schema_path, stubs_dir, environ=os.environ, out=sys.stdout):
         print(f"terraform offers plugin protocol {','.join(offered)}; this provider speaks only "
               f"{PLUGIN_PROTOCOL_VERSION}", file=sys.stderr)
         return 1
-    pb = load_stubs(stubs_dir)
+    pb = load_protocol()
     stop = threading.Event()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
                          options=[("grpc.max_send_message_length", 256 << 20)])
@@ -253,10 +234,8 @@ def install(folder, platform, schema_path=SCHEMA_FILE, python=sys.executable):
     version = load_schema(schema_path)["provider_version"]
     package = folder / "mirror" / PROVIDER_ADDRESS / version / platform
     package.mkdir(parents=True, exist_ok=True)
-    stubs = folder / "stubs"
-    generate_stubs(stubs)
     launcher = package / f"terraform-provider-aws_v{version}"
-    command = [python, str(Path(__file__).resolve()), "--schema", str(Path(schema_path).resolve()), "--stubs", str(stubs)]
+    command = [python, str(Path(__file__).resolve()), "--schema", str(Path(schema_path).resolve())]
     launcher.write_text(f"#!/bin/sh\nexec {shlex.join(command)}\n")
     launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return folder / "mirror", version
@@ -275,9 +254,8 @@ def cli_config(mirror):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--schema", default=str(SCHEMA_FILE))
-    parser.add_argument("--stubs", required=True, help="folder for the generated protocol stubs")
     args = parser.parse_args(argv)
-    return serve(args.schema, args.stubs)
+    return serve(args.schema)
 
 
 if __name__ == "__main__":
