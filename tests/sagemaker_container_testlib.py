@@ -43,12 +43,12 @@ exec "$@"
 """
 
 
-def can_run_containers():
-    """Root with unshare and ip, as on the build machines; says why not otherwise."""
+def _cannot_run_containers():
+    """Why this machine cannot run the container (root with unshare, mount and ip, as the build machines are)."""
     if os.geteuid() != 0:
-        return "needs root (mount and PID namespaces)"
+        return "needs root for the mount and PID namespaces"
     missing = [tool for tool in ("unshare", "ip", "mount") if shutil.which(tool) is None]
-    return f"needs {', '.join(missing)}" if missing else ""
+    return f"needs {', '.join(missing)} on PATH" if missing else ""
 
 
 class TrainingContainer:
@@ -82,7 +82,8 @@ class TrainingContainer:
                 path = target / relative
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(body)
-        self.log_path = self.root.parent / f"{self.root.name}.log"
+        self.starts = 0
+        self.log_path = None
         self.process = None
 
     def path(self, container_path):
@@ -97,6 +98,8 @@ class TrainingContainer:
 
     def start(self, command):
         """Run `command` (the container's entrypoint and arguments) as the container's PID 1."""
+        if _cannot_run_containers():
+            raise RuntimeError(f"a training container {_cannot_run_containers()}")
         Path(CONTAINER_ROOT).mkdir(parents=True, exist_ok=True)      # the mount point; stays empty on the host
         hosts = self.root.parent / f"{self.root.name}.hosts"
         hosts.write_text(f"127.0.0.1 localhost {HOST}\n")
@@ -105,6 +108,8 @@ class TrainingContainer:
                **IMAGE_ENVIRONMENT, "TRAINING_JOB_NAME": self.job_name,
                "TRAINING_JOB_ARN": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{self.job_name}",
                "AWS_REGION": "us-east-1", **self.environment}
+        self.starts += 1            # a log per start: a restarted job's log does not replace the first one's
+        self.log_path = self.root.parent / f"{self.root.name}-{self.starts}.log"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             ["unshare", "--mount", "--pid", "--uts", "--net", "--fork", "--mount-proc", "--kill-child",

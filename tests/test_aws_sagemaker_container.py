@@ -14,11 +14,9 @@ import pytest
 
 from aws import sagemaker_jobs
 from aws.session import boto_session
-from sagemaker_container_testlib import TrainingContainer, can_run_containers
+from sagemaker_container_testlib import TrainingContainer
 from test_aws_support import (BUCKET, REGION, RequestRecorder, create_bucket, create_role, make_context,  # noqa: F401
                               moto_account, aws_credentials)
-
-pytestmark = pytest.mark.skipif(bool(can_run_containers()), reason=can_run_containers() or "")
 
 # Small enough for 2 cores: ResNet-18 at 32 px on 24 training images (8 a class), 3 steps an epoch on each of 2 ranks.
 TINY = {"arch": "resnet18", "weights": "none", "mode": "finetune", "image_size": 32, "batch_size": 8,
@@ -95,7 +93,8 @@ def test_a_spot_training_job_checkpoints_on_sigterm_to_pid_1_and_its_restart_fin
     interrupted = container.log()
     assert status is not None, f"SIGTERM to PID 1 did not stop training within {STOP_TIMEOUT_S} s:\n{interrupted}"
     assert "SIGTERM: " in interrupted and f"epoch={EPOCHS} " not in interrupted, interrupted
-    assert ("torchrun" in interrupted) == (processes > 1)
+    assert not re.search(r"\[rank\d\]: Traceback", interrupted), interrupted     # every rank stopped, none crashed
+    assert (f"torchrun --nnodes=1 --nproc_per_node={processes} " in interrupted) == (processes > 1), interrupted
     # train.py keeps each job's checkpoints apart: /opt/ml/checkpoints/<training job name>/
     checkpoint = torch.load(container.path(f"/opt/ml/checkpoints/{request['TrainingJobName']}/checkpoint.pt"),
                             weights_only=False)

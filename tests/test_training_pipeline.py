@@ -220,6 +220,32 @@ def test_two_torchrun_processes_each_train_on_half_and_learn_as_well_as_one_proc
     assert abs(both["valid_accuracy"] - single["valid_accuracy"]) <= 0.1          # 24 images: 2 may differ
 
 
+def test_a_sigterm_that_reaches_one_torchrun_rank_at_an_epochs_end_stops_every_rank_there(tiny_image_folder,
+                                                                                            tmp_path):
+    """Each rank's SIGTERM flag is its own; the check at an epoch's end must be collective, or the signalled rank
+    leaves while the other waits for it in the next batch's all-reduce and dies of the closed connection."""
+    from sigterm_relay import children_of
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(TRAIN_SCRIPT),
+         *tiny_args(tiny_image_folder, tmp_path, "--mode", "finetune", "--epochs", "3")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "epoch=1 " in line:       # rank 0 logs it, then checkpoints: the signal lands before its check
+            rank_zero = next(pid for pid in children_of(process.pid)
+                             if b"\0RANK=0\0" in b"\0" + Path(f"/proc/{pid}/environ").read_bytes())
+            os.kill(rank_zero, signal.SIGTERM)
+            break
+    lines += process.stdout.readlines()
+    process.wait(timeout=120)
+    output = "".join(lines)
+    assert "SIGTERM: checkpoint of epoch 1 saved" in output, output
+    assert not re.search(r"\[rank\d\]: Traceback", output) and "epoch=2 " not in output, output
+    assert torch.load(tmp_path / "checkpoints" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+
+
 # --- bad input --------------------------------------------------------------------------------------------------
 
 def _copy(folder, tmp_path):

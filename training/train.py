@@ -715,8 +715,9 @@ def _fit(run, checkpoint, fingerprint, started):
         snapshot = checkpoint_state(None)
         if env.is_main:
             save_checkpoint(args.checkpoint_dir, snapshot)
-        if run.stop.requested:
-            log.warning("SIGTERM: checkpoint of epoch %d saved; run again to resume", epoch)
+        if run.should_stop():       # every rank at once: the flag of one is not the others'
+            if env.is_main:
+                log.warning("SIGTERM: checkpoint of epoch %d saved; run again to resume", epoch)
             raise TrainingInterrupted()
 
     if state["best_model"] is not None:
