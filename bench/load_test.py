@@ -139,13 +139,13 @@ def main(args):
     from botocore.config import Config
 
     sys.path.insert(0, str(REPO_ROOT))
-    from local.stack import smoke_image
+    from local.stack import endpoint_workers, smoke_image
 
     state_path = Path(args.state_dir) / "stack.json"
     if not state_path.exists():
         raise SystemExit(f"no local stack in {args.state_dir} ({state_path} is missing): run `invoke deploy` first")
     state = json.loads(state_path.read_text())
-    function_url, master = state["function"]["url"], state["endpoint"]["pid"]
+    function_url = state["function"]["url"]
     function_name = state.get("settings", {}).get("function_name", "dog-breeds-local")
     payload = json.dumps({"image": base64.b64encode(smoke_image()).decode(), "top_k": 3}).encode()
     clients = [boto3.client("lambda", endpoint_url=function_url, region_name="us-east-1",
@@ -158,7 +158,7 @@ def main(args):
         return answer.get("statusCode", 500) if isinstance(answer, dict) else 500
 
     def sample():
-        return {pid: rss_mib(pid) for pid in children(master)}
+        return {pid: rss_mib(pid) for pid in endpoint_workers(state["endpoint"])}
 
     print(f"{args.clients} clients for {args.seconds:g} s against {function_url} ({function_name})", flush=True)
     figures = run_load(call, args.clients, args.seconds, sample, progress=lambda line: print(line, flush=True))

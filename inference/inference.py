@@ -7,7 +7,8 @@ from the model's code/ folder and calls the four functions. Requests:
   image/jpeg, image/png, image/webp, application/x-image   the image bytes
 top_k (default 5) comes from the JSON body, else from the X-Amzn-SageMaker-Custom-Attributes header ("top_k=3").
 The answer is JSON: {"model_version": ..., "predictions": [{"class_name", "index", "probability"}, ...]}; never
-logits. Client mistakes raise the typed errors of inference_errors.py, which carry their HTTP status.
+logits. Client mistakes raise the typed errors of inference_errors.py, which carry their HTTP status; importing
+it also makes the SageMaker toolkit answer them as a short JSON body without a trace (see that module).
 """
 
 import base64
@@ -33,8 +34,11 @@ IMAGE_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "application/x-i
 ACCEPTS_JSON = ("", "*/*", "application/*", JSON_CONTENT_TYPE)
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 DEFAULT_TOP_K = 5
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-MAX_REQUEST_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 4096   # a base64 image in JSON
+MAX_IMAGE_BYTES = 10 * 1024 * 1024      # a decoded image, also one fetched by URL
+# The one request size limit: what SageMaker Runtime's InvokeEndpoint accepts (botocore's model: Body max 6291456),
+# so nothing larger ever reaches the container. The container environment (terraform/modules/endpoint) sets
+# TorchServe's TS_MAX_REQUEST_SIZE, and the local endpoints their limit, to this same number.
+MAX_REQUEST_BYTES = 6 * 1024 * 1024
 CONFIG_FILE = "model_config.json"
 WEIGHTS_FILE = "model.pth"
 
@@ -71,7 +75,7 @@ def model_fn(model_dir, context=None):
     if len(config["class_names"]) != int(config["num_classes"]):
         raise ValueError(f"{CONFIG_FILE}: {len(config['class_names'])} class names for "
                          f"{config['num_classes']} classes")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(context)
     network = build_model(config["arch"], int(config["num_classes"]), weights="none")
     state = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     network.load_state_dict(state)
@@ -85,6 +89,14 @@ def model_fn(model_dir, context=None):
     return LoadedModel(network=network, class_names=tuple(config["class_names"]), image_size=image_size,
                        model_version=str(config["model_version"]), arch=config["arch"], device=device,
                        transform=eval_transform(image_size))
+
+
+def _device(context):
+    """The worker's own GPU (TorchServe gives each worker a gpu_id, round robin), else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    gpu_id = (getattr(context, "system_properties", None) or {}).get("gpu_id")
+    return torch.device("cuda", int(gpu_id) if gpu_id is not None else 0)
 
 
 def _media_type(value):
@@ -104,15 +116,16 @@ def _parse_top_k(value, source):
 
 
 def _request_header(context, name):
-    """A request header from the serving toolkit's context (MMS/TorchServe) or the local endpoint's."""
-    if context is None or not hasattr(context, "get_request_header"):
+    """A request header, whatever its case: TorchServe hands the handler the headers as the client spelled them.
+
+    `context` is TorchServe's request context (the local builtin endpoint passes one of the same shape)."""
+    try:
+        headers = context.request_processor[0].get_request_properties()
+    except (AttributeError, IndexError, TypeError):
         return None
-    for spelling in (name, name.lower()):
-        try:
-            value = context.get_request_header(0, spelling)
-        except (AttributeError, IndexError, KeyError, TypeError):
-            value = None
-        if value:
+    wanted = name.lower()
+    for key, value in (headers or {}).items():
+        if key.lower() == wanted and value:
             return value.decode() if isinstance(value, bytes) else value
     return None
 

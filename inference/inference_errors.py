@@ -2,15 +2,27 @@
 
 On a SageMaker PyTorch container the serving toolkit turns an exception of its `BaseInferenceToolkitError` family
 into a response with that exception's `status_code` and `message`; anything else becomes a 500. Where the toolkit
-is not installed (this machine, the local endpoint, tests) an equivalent base with the same attributes is used, so
-one definition serves both.
+is not installed (the builtin local endpoint on a machine without it) an equivalent base with the same attributes
+is used, so one definition serves both.
+
+The toolkit's own error answer (`Transformer.handle_error`) appends the Python traceback to the message, sets no
+Content-Type, and turns every other exception into a 500 carrying that exception's text, among them the
+UnicodeDecodeError it raises itself when a JSON body is not UTF-8 (it decodes JSON before input_fn runs). Importing
+this module replaces that one step with `answer_toolkit_error`, so the client gets exactly what the local endpoint
+answers: the short JSON body, its status, application/json; the trace goes to the log.
 """
 
 import json
+import logging
+import sys
 
-try:  # the toolkit ships in the SageMaker PyTorch inference image, not in our requirements
+logger = logging.getLogger(__name__)
+
+ERROR_CONTENT_TYPE = "application/json"
+
+try:  # the toolkit ships in the SageMaker PyTorch inference image (and the local stack's toolkit runtime)
     from sagemaker_inference.errors import BaseInferenceToolkitError as _ToolkitError
-except ImportError:  # pragma: no cover - depends on the image
+except ImportError:  # pragma: no cover - depends on the environment
     class _ToolkitError(Exception):
         """Same constructor and attributes as sagemaker_inference.errors.BaseInferenceToolkitError."""
 
@@ -77,3 +89,41 @@ class FetchTimeoutError(InferenceError):
     """The image server did not connect or answer within the fetch timeouts."""
 
     status_code, code, phrase = 504, "FetchTimeout", "Gateway Timeout"
+
+
+class InternalServerError(InferenceError):
+    """Anything the handler did not foresee; the client learns nothing about the cause, the log has the trace."""
+
+    status_code, code, phrase = 500, "InternalServerError", "Internal Server Error"
+
+    def __init__(self, detail="the model failed on this request"):
+        super().__init__(detail)
+
+
+def client_error_of(exception):
+    """The InferenceError a caller gets for `exception`: itself, a 400 for a body that is not UTF-8, else a 500."""
+    if isinstance(exception, InferenceError):
+        return exception
+    if isinstance(exception, UnicodeDecodeError):
+        return BadRequestError(f"body is not valid JSON ({type(exception).__name__})")   # as input_fn words it
+    return InternalServerError()
+
+
+def answer_toolkit_error(context, toolkit_error, trace):
+    """Replaces sagemaker_inference's Transformer.handle_error (same arguments, called inside its `except`)."""
+    error = client_error_of(sys.exc_info()[1] or toolkit_error)
+    if error.status_code >= 500:
+        logger.error("request failed: %s\n%s", toolkit_error, trace)
+    else:
+        logger.info("request refused: %s", error)
+    context.set_response_status(code=error.status_code, phrase=error.phrase)
+    context.set_response_content_type(0, ERROR_CONTENT_TYPE)
+    return [error.message]
+
+
+try:
+    from sagemaker_inference.transformer import Transformer as _Transformer
+except ImportError:  # pragma: no cover - depends on the environment
+    pass
+else:
+    _Transformer.handle_error = staticmethod(answer_toolkit_error)

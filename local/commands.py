@@ -14,6 +14,10 @@ from local.function_client import (PredictRequestError, build_event, describe_fa
                                    invoke_function, local_lambda_client)
 
 
+RUNTIME_NAMES = {"toolkit": "toolkit (AWS's SageMaker PyTorch toolkit on TorchServe, as in the inference image)",
+                 "builtin": "builtin (the project's own gunicorn endpoint server)"}
+
+
 def _progress(message):
     print(f"  {message}", flush=True)
 
@@ -50,8 +54,10 @@ def deploy(c):
           f"{model['image_size']} px, {model['num_classes']} classes, version {model['model_version']}")
     print(f"  function  {state['function']['url']}  lambda {settings.function_name}, reserved concurrency "
           f"{settings.reserved_concurrency}, pid {state['function']['pid']}, log {state['function']['log']}")
-    print(f"  endpoint  {state['endpoint']['url']}  sagemaker-runtime {settings.endpoint_name}, "
-          f"{settings.endpoint_workers} workers, pid {state['endpoint']['pid']}, log {state['endpoint']['log']}")
+    endpoint = state["endpoint"]
+    print(f"  endpoint  {endpoint['url']}  sagemaker-runtime {settings.endpoint_name}, "
+          f"{len(stack.endpoint_workers(endpoint))} workers, pid {endpoint['pid']}, log {endpoint['log']}")
+    print(f"  endpoint runtime: {RUNTIME_NAMES[endpoint['runtime']]}")
     print(f"  smoke test through the function: {top.get('class_name')} {100 * top.get('probability', 0):.1f}% "
           f"in {smoke['seconds'] * 1000:.0f} ms")
     print("next: invoke predict --image path/to/dog.jpg  |  invoke status  |  invoke destroy")
@@ -93,6 +99,8 @@ def status(c):
             live = record["live"]
             extra = (f", {live['in_flight']}/{live['reserved_concurrency']} in flight, environments: "
                      f"{live['warm']} warm, {live['busy']} busy, {live['initializing']} starting")
+        if component == "endpoint" and record.get("runtime"):
+            extra = f", runtime {record['runtime']}"
         print(f"  {component:<8}  {health:<22} {record['url']}  pid {record['pid']}{extra}  log {record['log']}")
     return state
 

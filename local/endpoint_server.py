@@ -1,16 +1,13 @@
-"""The local SageMaker endpoint: gunicorn + a small WSGI app that serves model.tar.gz as SageMaker does.
+"""The local SageMaker endpoint's builtin runtime: gunicorn + plain WSGI, serving model.tar.gz as SageMaker does.
 
-Like the SageMaker PyTorch inference container, it unpacks model.tar.gz into a model directory, puts its code/ on
-sys.path, imports the handler module (SAGEMAKER_PROGRAM, default inference.py) and answers with its model_fn,
-input_fn, predict_fn and output_fn. Routes:
-  GET  /ping                              container health check (200 once the model is loaded)
-  POST /invocations                       container contract: the handler's status, body and content type
-  POST /endpoints/<name>/invocations      SageMaker Runtime InvokeEndpoint, so boto3's sagemaker-runtime client
-                                          works with only endpoint_url: 200 + x-Amzn-Invoked-Production-Variant,
-                                          or 424 ModelError with OriginalStatusCode/OriginalMessage/LogStreamArn
-Each gunicorn worker is one process that loads the model once, runs one request at a time with one torch thread
-(so N workers use N cores without oversubscription) and keeps client connections alive between requests;
-gunicorn's master replaces a worker that dies or that spends longer than --timeout on one request.
+The stack runs it where Java is missing (local.endpoint_runtime: builtin, or auto without Java); elsewhere the
+endpoint runs on AWS's own serving stack (local/toolkit_endpoint.py). Like the SageMaker PyTorch inference
+container, it unpacks model.tar.gz into a model directory, puts its code/ on sys.path, imports the handler module
+(SAGEMAKER_PROGRAM, default inference.py) and answers with its model_fn, input_fn, predict_fn and output_fn; the
+routes are local/sagemaker_runtime.py's. Each gunicorn worker is one process that loads the model once, runs one
+request at a time with OMP_NUM_THREADS torch threads (one by default, so N workers use N cores without
+oversubscription) and keeps client connections alive; gunicorn's master replaces a worker that dies or that spends
+longer than --timeout on one request.
 
     python -m local.endpoint_server --archive build/model.tar.gz --model-dir .state/endpoint-model --port 8080
 """
@@ -29,17 +26,13 @@ import traceback
 from pathlib import Path
 
 from local.gunicorn_app import OneRequestThreadWorker, exit_master_now, exit_worker_now, run_gunicorn
-from local.wsgi import (JSON, HttpError, RequestHeaders, header, method_not_allowed, not_found, read_body,
-                        respond)
+from local.sagemaker_runtime import DEFAULT_VARIANT, create_front
 
 logger = logging.getLogger("local.endpoint")
 
 DEFAULT_PROGRAM = "inference.py"
-DEFAULT_VARIANT = "AllTraffic"
 HANDLER_FUNCTIONS = ("model_fn", "input_fn", "predict_fn", "output_fn")
-MAX_PAYLOAD_BYTES = 25 * 1024 * 1024  # what a real-time endpoint accepts; the handler has its own, lower, limit
 KEEPALIVE_S = 60   # longer than the function's calls are apart under any load worth keeping connections for
-INVOKE_PREFIX, INVOKE_SUFFIX = "/endpoints/", "/invocations"   # SageMaker Runtime: /endpoints/<name>/invocations
 INTERNAL_ERROR_BODY = json.dumps({"error": "InternalServerError", "message": "the model failed on this request"})
 
 
@@ -75,13 +68,25 @@ def _accepts_context(function, positional):
 
 
 class RequestContext:
-    """The bit of the toolkit's request context a handler reads: request headers, case-insensitively."""
+    """The part of TorchServe's request context (ts.context.Context) a handler reads: the request's headers through
+    request_processor[0].get_request_properties(), and system_properties (the worker's gpu_id)."""
 
-    def __init__(self, headers):
-        self._headers = headers
+    def __init__(self, headers=None, gpu_id=None):
+        self.request_processor = [self]
+        self.system_properties = {"gpu_id": gpu_id}
+        self._headers = headers or {}
 
-    def get_request_header(self, index, name):
-        return self._headers.get(name)
+    def get_request_properties(self):
+        return self._headers
+
+
+def _headers_of(environ):
+    """The request's headers by their HTTP names, as TorchServe hands them to a handler."""
+    headers = {name[5:].replace("_", "-").title(): value for name, value in environ.items()
+               if name.startswith("HTTP_")}
+    if environ.get("CONTENT_TYPE"):
+        headers["Content-Type"] = environ["CONTENT_TYPE"]
+    return headers
 
 
 class ModelHost:
@@ -91,14 +96,14 @@ class ModelHost:
         self.module = load_handler_module(model_dir, program)
         self._with_context = {name: _accepts_context(getattr(self.module, name), positional)
                               for name, positional in zip(HANDLER_FUNCTIONS, (1, 2, 2, 2))}
-        self.model = self._call("model_fn", str(model_dir), context=None)
+        self.model = self._call("model_fn", str(model_dir), context=RequestContext())
 
     def _call(self, name, *args, context):
         function = getattr(self.module, name)
         return function(*args, context) if self._with_context[name] else function(*args)
 
     def invoke(self, body, content_type, accept, headers):
-        """(status, body, content type) exactly as the container would answer /invocations."""
+        """(status, body, content type) exactly as the container would answer /invocations; `headers` is a dict."""
         context = RequestContext(headers)
         try:
             data = self._call("input_fn", body, content_type, context=context)
@@ -117,72 +122,18 @@ class ModelHost:
         return 200, result, accept or "application/json"
 
 
-def _model_error(endpoint_name, variant, region, status, body, log_path):
-    original = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-    kind = "client" if status < 500 else "server"
-    payload = {
-        "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
-        "Message": f"Received {kind} error ({status}) from {variant} with message \"{original}\". "
-                   f"See the endpoint log {log_path} for more information.",
-        "OriginalStatusCode": status,
-        "OriginalMessage": original,
-        "LogStreamArn": f"arn:aws:logs:{region}:000000000000:log-group:/aws/sagemaker/Endpoints/{endpoint_name}",
-    }
-    return 424, json.dumps(payload), JSON, [("x-amzn-ErrorType", "ModelError")]
-
-
-def _payload_too_large():
-    return HttpError(413, {"message": f"Request payload exceeds {MAX_PAYLOAD_BYTES} bytes"},
-                     headers=[("x-amzn-ErrorType", "ValidationError")])
-
-
-def create_app(model_dir, endpoint_name, variant=DEFAULT_VARIANT, program=None, torch_threads=1,
-               region="us-east-1", log_path="the endpoint log"):
-    """The WSGI app of one worker: loads the model once, then serves the routes above."""
-    import torch  # each worker process owns its own intra-op pool; one thread per worker avoids oversubscription
-
-    torch.set_num_threads(torch_threads)
+def create_app(model_dir, endpoint_name, variant=DEFAULT_VARIANT, program=None, region="us-east-1",
+               log_path="the endpoint log", max_request_bytes=None):
+    """The WSGI app of one worker: loads the model once, then serves local/sagemaker_runtime.py's routes."""
     started = time.perf_counter()
     host = ModelHost(model_dir, program)
     logger.info("worker %d loaded the model in %.2f s", os.getpid(), time.perf_counter() - started)
-    variant_header = [("x-Amzn-Invoked-Production-Variant", variant)]
 
-    def run_invocation(environ):
-        body = read_body(environ, MAX_PAYLOAD_BYTES, _payload_too_large)
-        return host.invoke(body, environ.get("CONTENT_TYPE"), header(environ, "Accept"), RequestHeaders(environ))
+    def invoke(body, content_type, accept, environ):
+        return host.invoke(body, content_type, accept, _headers_of(environ))
 
-    def route(environ):
-        """(status, body, content type, headers) of one request."""
-        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
-        if path == "/ping":
-            if method not in ("GET", "HEAD"):
-                raise method_not_allowed(method, ("GET", "HEAD"))
-            return 200, b"", "text/plain", ()
-        if path == "/invocations" or path.startswith(INVOKE_PREFIX) and path.endswith(INVOKE_SUFFIX):
-            if method != "POST":
-                raise method_not_allowed(method, ("POST",))
-            if path == "/invocations":
-                return (*run_invocation(environ), ())
-            name = path[len(INVOKE_PREFIX):-len(INVOKE_SUFFIX)]
-            if not name or "/" in name:
-                raise not_found(path)
-            if name != endpoint_name:
-                raise HttpError(400, {"message": f"Endpoint {name} of account 000000000000 not found."},
-                                headers=[("x-amzn-ErrorType", "ValidationError")])
-            status, body, content_type = run_invocation(environ)
-            if status >= 400:
-                return _model_error(endpoint_name, variant, region, status, body, log_path)
-            return 200, body, content_type, variant_header
-        raise not_found(path)
-
-    def app(environ, start_response):
-        try:
-            status, body, content_type, headers = route(environ)
-        except HttpError as error:
-            return respond(start_response, error.status, error.body, JSON, error.headers)
-        return respond(start_response, status, body, content_type, headers)
-
-    return app
+    return create_front(invoke, lambda: True, endpoint_name, max_request_bytes, variant=variant, region=region,
+                        log_path=log_path)
 
 
 def get_args_parser():
@@ -194,7 +145,8 @@ def get_args_parser():
     parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="default: 8080")
     parser.add_argument("--workers", type=int, default=2, help="worker processes, each with the model (default 2)")
-    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads per worker (default 1)")
+    parser.add_argument("--max-request-bytes", type=int, required=True,
+                        help="the largest request body (the container environment's TS_MAX_REQUEST_SIZE)")
     parser.add_argument("--timeout", type=int, default=65,
                         help="seconds before a stuck worker is replaced (default 65; SageMaker allows 60)")
     parser.add_argument("--keepalive", type=int, default=KEEPALIVE_S,
@@ -206,7 +158,6 @@ def get_args_parser():
 
 def main(args):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.torch_threads))  # before any worker imports torch
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")               # leave the unpacked model untouched
     model_dir = unpack_model_archive(args.archive, args.model_dir)
     logger.info("unpacked %s into %s", args.archive, model_dir)
@@ -217,8 +168,8 @@ def main(args):
     logger.info("imported the handler in %.2f s", time.perf_counter() - started)
 
     def factory():
-        return create_app(model_dir, args.endpoint_name, args.variant, torch_threads=args.torch_threads,
-                          region=args.region, log_path=args.log_path)
+        return create_app(model_dir, args.endpoint_name, args.variant, region=args.region, log_path=args.log_path,
+                          max_request_bytes=args.max_request_bytes)
 
     run_gunicorn(factory, {
         "bind": f"{args.host}:{args.port}",

@@ -29,6 +29,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "stack.json"
 COMPONENTS = ("endpoint", "function")
 SERVER_MODULES = {"endpoint": "local.endpoint_server", "function": "local.function_server"}
+ENDPOINT_RUNTIMES = {"toolkit": "local.toolkit_endpoint", "builtin": "local.endpoint_server"}
+# The inference container's environment, as Terraform's endpoint module sets it on SageMaker (merged there with
+# SAGEMAKER_REGION and the module's `environment` variable): the local endpoint runs with the same.
+CONTAINER_ENVIRONMENT_FILE = REPO_ROOT / "terraform/modules/endpoint/container_environment.json"
 STOP_TIMEOUT_S = 35          # gunicorn's graceful timeout is 30 s
 LOG_TAIL_LINES = 25
 
@@ -43,7 +47,8 @@ class LocalSettings:
     host: str = "127.0.0.1"
     endpoint_port: int = 8080
     function_port: int = 9001
-    endpoint_workers: int = 2
+    endpoint_runtime: str = "auto"       # toolkit | builtin | auto (toolkit where Java >= 11 is installed)
+    endpoint_workers: int = 2            # the builtin runtime's; the toolkit's are the image's: one per CPU
     reserved_concurrency: int = 10
     endpoint_name: str = "dog-breeds-local"
     function_name: str = "dog-breeds-local"
@@ -72,6 +77,7 @@ class LocalSettings:
             host=str(local.get("host") or defaults.host),
             endpoint_port=int(local.get("endpoint_port") or defaults.endpoint_port),
             function_port=int(local.get("function_port") or defaults.function_port),
+            endpoint_runtime=str(local.get("endpoint_runtime") or defaults.endpoint_runtime),
             endpoint_workers=int(local.get("endpoint_workers") or defaults.endpoint_workers),
             reserved_concurrency=int(local.get("reserved_concurrency") or defaults.reserved_concurrency),
             endpoint_name=str(local.get("endpoint_name") or defaults.endpoint_name),
@@ -125,6 +131,7 @@ def _cmdline(pid):
 
 def _is_our_server(pid, component, settings):
     """True when `pid` runs our server for this state folder (not a recycled pid of something else)."""
+    modules = ENDPOINT_RUNTIMES.values() if component == "endpoint" else (SERVER_MODULES[component],)
     cmdline = _cmdline(pid)
     if cmdline is None:   # no /proc (not Linux): trust the record if the pid exists
         try:
@@ -133,7 +140,7 @@ def _is_our_server(pid, component, settings):
         except OSError:
             return False
     text = b" ".join(cmdline).decode(errors="replace")
-    return SERVER_MODULES[component] in text and str(Path(settings.state_dir).resolve()) in text
+    return any(module in text for module in modules) and str(Path(settings.state_dir).resolve()) in text
 
 
 def _group_alive(pgid):
@@ -155,6 +162,46 @@ def _group_alive(pgid):
         if int(fields[2]) == pgid and fields[0] != "Z":   # fields after the name: state, ppid, pgrp
             return True
     return False
+
+
+def group_processes(pgid):
+    """Live pids of a process group (a server with everything it started: workers, TorchServe's Java frontend)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
+def endpoint_workers(record):
+    """{pid: model loaded} of the endpoint's model workers, from its stack.json record.
+
+    Builtin: the gunicorn master's worker processes, loaded once their line is in the log. Toolkit: TorchServe's
+    Python workers as its management API describes them, loaded when READY.
+    """
+    if record.get("runtime") == "toolkit":
+        try:
+            with urllib.request.urlopen(f"{record['backend_url']}/models/model", timeout=5) as response:
+                described = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return {}
+        return {int(worker["pid"]): worker["status"] == "READY" for model in described
+                for worker in model.get("workers", []) if worker.get("pid")}
+    log = Path(record["log"]).read_text(errors="replace") if Path(record["log"]).exists() else ""
+    master = record["pid"]
+    return {pid: f"worker {pid} loaded the model" in log for pid in group_processes(master)
+            if pid != master and _parent(pid) == master}
+
+
+def _parent(pid):
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _orphans(settings):
@@ -247,7 +294,7 @@ def _server_environment(settings, component):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     if component == "endpoint":
-        env["OMP_NUM_THREADS"] = "1"
+        env.update(container_environment(settings))
         env["IMAGE_FETCH_ALLOW_NETWORKS"] = settings.url_allow_networks
         env["IMAGE_FETCH_READ_TIMEOUT_S"] = str(settings.image_fetch_timeout_s)
         for name in ("IMAGE_FETCH_CONNECT_TIMEOUT_S", "IMAGE_FETCH_MAX_BYTES"):
@@ -256,14 +303,45 @@ def _server_environment(settings, component):
     return env
 
 
-def _server_command(settings, component):
+def container_environment(settings):
+    """The endpoint module's container environment, with SAGEMAKER_REGION as Terraform adds it."""
+    return {**json.loads(CONTAINER_ENVIRONMENT_FILE.read_text()), "SAGEMAKER_REGION": settings.region}
+
+
+def endpoint_runtime(settings):
+    """(runtime, why): which server the endpoint runs on, from local.endpoint_runtime and what is installed."""
+    from local.toolkit_endpoint import MIN_JAVA, java_major_version, toolkit_installed
+
+    wanted = settings.endpoint_runtime
+    if wanted not in ("toolkit", "builtin", "auto"):
+        raise StackError(f"local.endpoint_runtime is {wanted!r}: use toolkit, builtin or auto")
+    if wanted == "builtin":
+        return "builtin", "local.endpoint_runtime is builtin"
+    java = java_major_version()
+    missing = ("the SageMaker toolkit and TorchServe are not installed (run .ci/setup)" if not toolkit_installed()
+               else f"no Java {MIN_JAVA} or newer" if not java or java < MIN_JAVA else None)
+    if missing is None:
+        return "toolkit", f"Java {java}"
+    if wanted == "toolkit":
+        raise StackError(f"local.endpoint_runtime is toolkit but {missing}: install it or set it to auto")
+    return "builtin", missing
+
+
+def _server_command(settings, component, runtime=None, backend_port=None):
     state_dir = Path(settings.state_dir).resolve()
+    max_request_bytes = container_environment(settings)["TS_MAX_REQUEST_SIZE"]
+    if component == "endpoint" and runtime == "toolkit":
+        return [sys.executable, "-m", ENDPOINT_RUNTIMES["toolkit"], "--archive", str(settings.archive),
+                "--base-dir", str(state_dir / "endpoint-toolkit"), "--endpoint-name", settings.endpoint_name,
+                "--host", settings.host, "--port", str(settings.endpoint_port),
+                "--backend-port", str(backend_port), "--max-request-bytes", max_request_bytes,
+                "--region", settings.region, "--log-path", str(state_dir / "endpoint.log")]
     if component == "endpoint":
-        return [sys.executable, "-m", SERVER_MODULES[component], "--archive", str(settings.archive),
+        return [sys.executable, "-m", ENDPOINT_RUNTIMES["builtin"], "--archive", str(settings.archive),
                 "--model-dir", str(state_dir / "endpoint-model"), "--endpoint-name", settings.endpoint_name,
                 "--host", settings.host, "--port", str(settings.endpoint_port),
-                "--workers", str(settings.endpoint_workers), "--region", settings.region,
-                "--log-path", str(state_dir / "endpoint.log")]
+                "--workers", str(settings.endpoint_workers), "--max-request-bytes", max_request_bytes,
+                "--region", settings.region, "--log-path", str(state_dir / "endpoint.log")]
     command = [sys.executable, "-m", SERVER_MODULES[component], "--zip", str(settings.function_zip),
                "--function-dir", str(state_dir / "function"), "--function-name", settings.function_name,
                "--host", settings.host, "--port", str(settings.function_port),
@@ -287,17 +365,29 @@ def function_environment(settings):
     return variables
 
 
-def _start(settings, component):
+def _free_port(host):
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _start(settings, component, runtime=None):
     log_path = Path(settings.state_dir) / f"{component}.log"
     with open(log_path, "ab") as log:
         log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {component}\n".encode())
         log.flush()
-        process = subprocess.Popen(_server_command(settings, component), cwd=REPO_ROOT,
+        backend_port = _free_port(settings.host) if runtime == "toolkit" else None   # TorchServe's own port
+        process = subprocess.Popen(_server_command(settings, component, runtime, backend_port), cwd=REPO_ROOT,
                                    env=_server_environment(settings, component), stdin=subprocess.DEVNULL,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     port = settings.endpoint_port if component == "endpoint" else settings.function_port
     url = settings.endpoint_url if component == "endpoint" else settings.function_url
-    return {"pid": process.pid, "port": port, "url": url, "log": str(log_path)}
+    record = {"pid": process.pid, "port": port, "url": url, "log": str(log_path)}
+    if runtime:
+        record["runtime"] = runtime
+    if backend_port:
+        record["backend_url"] = f"http://{settings.host}:{backend_port}"
+    return record
 
 
 def log_tail(path, lines=LOG_TAIL_LINES):
@@ -416,6 +506,7 @@ def deploy(settings, ensure_model=None, progress=print):
         except ValueError:
             raise StackError(f"local.url_allow_networks: {network!r} is not an address or CIDR "
                              "(e.g. 127.0.0.1/32)") from None
+    runtime, why = endpoint_runtime(settings)
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     config = prepare_model_archive(settings, ensure_model, progress)
     progress(f"building {settings.function_zip}")
@@ -429,6 +520,7 @@ def deploy(settings, ensure_model=None, progress=print):
             raise StackError(f"port {port} on {settings.host} is in use by another program: free it or set "
                              f"local.{component}_port (INVOKE_LOCAL_{component.upper()}_PORT)")
 
+    progress(f"endpoint runtime: {runtime} ({why})")
     state = {"status": "starting", "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
              "settings": {key: str(value) for key, value in asdict(settings).items()},
              "model": {key: config.get(key) for key in ("arch", "num_classes", "image_size", "model_version",
@@ -438,7 +530,7 @@ def deploy(settings, ensure_model=None, progress=print):
     try:
         for component in COMPONENTS:
             progress(f"starting the {component} on port {settings.endpoint_port if component == 'endpoint' else settings.function_port}")
-            state[component] = _start(settings, component)
+            state[component] = _start(settings, component, runtime if component == "endpoint" else None)
             _write_state(settings, state)    # recorded before any wait: an interrupted deploy can be cleaned up
         _wait_healthy(settings, state, settings.start_timeout_s, progress)
         answer, elapsed = smoke_test(settings)

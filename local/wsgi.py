@@ -48,17 +48,6 @@ def header(environ, name):
     return environ.get(key)
 
 
-class RequestHeaders:
-    """Case-insensitive `get` over a WSGI environ's headers (what handlers that read headers expect)."""
-
-    def __init__(self, environ):
-        self._environ = environ
-
-    def get(self, name, default=None):
-        value = header(self._environ, name)
-        return default if value is None else value
-
-
 def read_body(environ, limit, too_large):
     """The request body; `too_large()` builds the HttpError raised when it is over `limit` bytes.
 

@@ -1,11 +1,15 @@
-"""The local stack's settings come from invoke.yaml / INVOKE_* and bad ones stop deploy with one line."""
+"""The local stack's settings come from invoke.yaml / INVOKE_* and bad ones stop deploy with one line; which runtime
+the endpoint runs on; the one request size limit."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from local.stack import REPO_ROOT, LocalSettings
+import botocore.session
+import pytest
+
+from local.stack import REPO_ROOT, LocalSettings, StackError, container_environment, endpoint_runtime
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 
@@ -68,3 +72,32 @@ def test_the_local_function_runs_with_terraforms_handler_settings_and_environmen
                                                   "AWS_SECRET_ACCESS_KEY"}
     assert terraform_names <= set(environment)
     assert environment["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == "http://127.0.0.1:18080"
+
+
+def test_the_endpoint_runtime_is_the_toolkit_where_java_11_runs_unless_set_to_builtin():
+    from local.toolkit_endpoint import MIN_JAVA, java_major_version
+
+    java = java_major_version()
+    auto = endpoint_runtime(LocalSettings(state_dir=REPO_ROOT / ".state"))[0]
+    assert auto == ("toolkit" if java and java >= MIN_JAVA else "builtin")
+    assert endpoint_runtime(LocalSettings(state_dir=REPO_ROOT / ".state", endpoint_runtime="builtin"))[0] == "builtin"
+    assert LocalSettings.from_config({"local": {"endpoint_runtime": "builtin"}}).endpoint_runtime == "builtin"
+
+
+def test_without_java_auto_falls_back_to_builtin_and_toolkit_says_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))   # a Java home without bin/java
+    assert endpoint_runtime(LocalSettings(state_dir=tmp_path))[0] == "builtin"
+    with pytest.raises(StackError, match="local.endpoint_runtime is toolkit but no Java 11 or newer"):
+        endpoint_runtime(LocalSettings(state_dir=tmp_path, endpoint_runtime="toolkit"))
+    with pytest.raises(StackError, match="use toolkit, builtin or auto"):
+        endpoint_runtime(LocalSettings(state_dir=tmp_path, endpoint_runtime="docker"))
+
+
+def test_one_request_size_limit_in_the_handler_the_container_environment_and_the_local_endpoints():
+    import inference
+
+    environment = container_environment(LocalSettings(state_dir=REPO_ROOT / ".state"))
+    assert int(environment["TS_MAX_REQUEST_SIZE"]) == inference.MAX_REQUEST_BYTES
+    invoke_endpoint = botocore.session.get_session().get_service_model("sagemaker-runtime")
+    body = invoke_endpoint.operation_model("InvokeEndpoint").input_shape.members["Body"]
+    assert body.metadata["max"] == inference.MAX_REQUEST_BYTES   # nothing larger reaches a SageMaker container

@@ -19,7 +19,9 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from reliability_testlib import REPO_ROOT, children, write_report
+from inference import MAX_REQUEST_BYTES
+from local import stack as local_stack_module
+from reliability_testlib import REPO_ROOT, write_report
 from serving_testlib import image_bytes
 
 FUNCTION = "dog-breeds-local"
@@ -221,11 +223,10 @@ CASES = [
     ("custom attribute top_k is a word", "endpoint",
      {"Body": GOOD_JPEG, "ContentType": "image/jpeg", "CustomAttributes": "top_k=many"}, 400, "BadRequest",
      "top_k in X-Amzn-SageMaker-Custom-Attributes"),
-    ("12 MB image body", "endpoint", {"Body": b"\xff\xd8" + bytes(12 * 1024 * 1024), "ContentType": "image/jpeg"},
-     413, "PayloadTooLarge", "the limit is"),
-    ("26 MB body over the endpoint limit", "endpoint", {"Body": bytes(26 * 1024 * 1024),
-                                                        "ContentType": "image/jpeg"},
-     413, "ValidationError", "Request payload exceeds"),
+    ("a body of exactly the 6 MiB limit reaches the model", "endpoint",
+     {"Body": b"\xff\xd8" + bytes(MAX_REQUEST_BYTES - 2), "ContentType": "image/jpeg"}, 422, "NotAnImage", None),
+    ("one byte over the 6 MiB limit", "endpoint", {"Body": bytes(MAX_REQUEST_BYTES + 1), "ContentType": "image/jpeg"},
+     413, "ValidationError", f"Request payload exceeds {MAX_REQUEST_BYTES} bytes"),
 ]
 
 
@@ -254,7 +255,8 @@ def stack(local_stack):
 
 
 def endpoint_workers(stack):
-    return children(json.loads((stack.settings.state_dir / "stack.json").read_text())["endpoint"]["pid"])
+    record = json.loads((stack.settings.state_dir / "stack.json").read_text())["endpoint"]
+    return sorted(local_stack_module.endpoint_workers(record))
 
 
 def send(stack, channel, request):

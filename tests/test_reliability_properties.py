@@ -232,12 +232,11 @@ def test_the_function_always_answers_a_well_formed_response(lambda_function, fun
 
 # ------------------------------------------------------------------------------------------------ input_fn
 
-class HeaderContext:
-    def __init__(self, custom_attributes):
-        self.custom_attributes = custom_attributes
+def header_context(custom_attributes):
+    """TorchServe's request context as the builtin runtime builds it, with the header spelled as boto3 sends it."""
+    from local.endpoint_server import RequestContext
 
-    def get_request_header(self, index, name):
-        return self.custom_attributes if name.lower() == "x-amzn-sagemaker-custom-attributes" else None
+    return RequestContext({"X-Amzn-SageMaker-Custom-Attributes": custom_attributes})
 
 
 content_types = st.one_of(st.sampled_from(["application/json", "application/json; charset=utf-8", "image/jpeg",
@@ -260,7 +259,7 @@ def offline(monkeypatch):
 @given(body=bodies, content_type=content_types, attributes=custom_attributes)
 def test_input_fn_returns_an_image_or_a_typed_client_error(offline, body, content_type, attributes):
     counted("endpoint input_fn")
-    context = HeaderContext(attributes) if attributes is not None else None
+    context = header_context(attributes) if attributes is not None else None
     try:
         request = inference.input_fn(body, content_type, context)
     except InferenceError as error:

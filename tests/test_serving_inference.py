@@ -12,18 +12,9 @@ from PIL import Image
 
 import inference
 from inference_errors import InferenceError
+from local.endpoint_server import RequestContext   # TorchServe's request context, as the builtin runtime builds it
 from preprocessing import resize_size
 from serving_testlib import CLASS_NAMES, IMAGE_SIZE, ImageServer, image_bytes, make_model_dir
-
-
-class Headers:
-    """The toolkit's request context as the handler sees it: request headers by name."""
-
-    def __init__(self, **headers):
-        self.headers = {name.lower(): value for name, value in headers.items()}
-
-    def get_request_header(self, index, name):
-        return self.headers.get(name.lower())
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -104,9 +95,25 @@ def test_top_k_from_the_json_body_or_the_custom_attributes_header(model):
     image = base64.b64encode(image_bytes()).decode()
     from_body = predict(model, json.dumps({"image": image, "top_k": 2}), "application/json")
     assert len(from_body["predictions"]) == 2
-    header = Headers(**{"X-Amzn-SageMaker-Custom-Attributes": "trace=1;top_k=1"})
+    header = RequestContext({"X-Amzn-SageMaker-Custom-Attributes": "trace=1;top_k=1"})
     from_header = predict(model, image_bytes(), "application/x-image", context=header)
     assert len(from_header["predictions"]) == 1
+
+
+@pytest.mark.parametrize("name", ["X-Amzn-SageMaker-Custom-Attributes", "x-amzn-sagemaker-custom-attributes",
+                                  "X-AMZN-SAGEMAKER-CUSTOM-ATTRIBUTES"])
+def test_the_custom_attributes_header_is_found_whatever_its_case(model, name):
+    answer = predict(model, image_bytes(), "image/jpeg", context=RequestContext({name: "top_k=2"}))
+    assert len(answer["predictions"]) == 2
+
+
+def test_a_worker_runs_on_its_own_gpu_else_on_the_cpu(model_dir):
+    import torch
+
+    last_gpu = max(torch.cuda.device_count() - 1, 0)   # on a multi-GPU machine: not the default cuda:0
+    loaded = inference.model_fn(str(model_dir), RequestContext(gpu_id=last_gpu))
+    assert loaded.device == (torch.device("cuda", last_gpu) if torch.cuda.is_available() else torch.device("cpu"))
+    assert next(loaded.network.parameters()).device == loaded.device
 
 
 @pytest.mark.parametrize("content_type, fmt", [

@@ -5,14 +5,12 @@ locals {
   processor = can(regex("^ml\\.(p[0-9]|g[0-9])", var.instance_type)) ? "gpu" : "cpu"
   image     = var.image_uri != null ? var.image_uri : data.aws_sagemaker_prebuilt_ecr_image.pytorch[0].registry_path
 
+  # The PyTorch inference image imports code/inference.py from the unpacked model.tar.gz; the serving settings
+  # (threads per worker, request size, response timeout) are in container_environment.json, which the local
+  # stack's endpoint runs with too (README: "Container environment").
   container_environment = merge(
-    {
-      # The PyTorch inference image imports code/inference.py from the unpacked model.tar.gz.
-      SAGEMAKER_PROGRAM             = "inference.py"
-      SAGEMAKER_SUBMIT_DIRECTORY    = "/opt/ml/model/code"
-      SAGEMAKER_CONTAINER_LOG_LEVEL = "20"
-      SAGEMAKER_REGION              = data.aws_region.current.region
-    },
+    jsondecode(file("${path.module}/container_environment.json")),
+    { SAGEMAKER_REGION = data.aws_region.current.region },
     var.environment,
   )
 
