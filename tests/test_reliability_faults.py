@@ -120,7 +120,10 @@ def test_a_worker_killed_under_load_fails_at_most_its_one_request_and_is_replace
     assert len(failures) <= 1, failures
     for began, ended, status in failures:
         assert status == CRASH_ANSWER[record["runtime"]], status
-        assert began <= killed_at <= ended, "a request that was not in flight on the killed worker failed"
+        if record["runtime"] == "builtin":
+            assert began <= killed_at <= ended, "a request that was not in flight on the killed worker failed"
+        else:   # the one in flight, or the one TorchServe hands the dead worker before it notices
+            assert ended >= killed_at, "a request that ended before the kill failed"
     assert after_recovery and all(status[0] == 200 for status in after_recovery)
 
 
