@@ -339,9 +339,9 @@ def test_a_killed_endpoint_worker_is_replaced(function, images, settings):
         answers.append((status, None if status == 200 else body.get("error")))
     # TorchServe notices a dead worker when it hands it the next job: that one request fails (507 "Worker died.",
     # a 502 through the function), as it would on SageMaker. Gunicorn's master notices at once.
-    allowed_failures = 1 if record["runtime"] == "toolkit" else 0
-    assert answers[allowed_failures:] == [(200, None)] * (4 - allowed_failures), answers
-    assert set(answers[:allowed_failures]) <= {(200, None), (502, "ModelError")}, answers
+    failures = [answer for answer in answers if answer != (200, None)]
+    assert len(failures) <= (1 if record["runtime"] == "toolkit" else 0), answers
+    assert set(failures) <= {(502, "ModelError")}, answers
 
     def replaced():
         now = stack.endpoint_workers(record)
