@@ -63,7 +63,8 @@ CANARY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIACANARY0000000000", "AWS_SECRET_A
 
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory, trained_model_dir):
-    """One running local stack for the run: endpoint (2 gunicorn workers) and function, real processes, serving
+    """One running local stack for the run: endpoint on the toolkit runtime (AWS's SageMaker toolkit on TorchServe,
+    as SageMaker serves it: the tests fail rather than fall back without Java) and function, real processes, serving
     trained_model_dir, started with local/stack.py's deploy and stopped at the end.
 
     Attributes: settings (LocalSettings), images (a loopback ImageServer the endpoint may fetch from: deployed with
@@ -85,7 +86,7 @@ def local_stack(tmp_path_factory, trained_model_dir):
     settings = stack.LocalSettings(
         state_dir=root / "state", endpoint_port=free_port(), function_port=free_port(), model_dir=trained_model_dir,
         archive=trained_model_dir.parent / "model.tar.gz", function_zip=root / "function.zip",
-        url_allow_networks="127.0.0.1/32", image_fetch_timeout_s=5.0)
+        url_allow_networks="127.0.0.1/32", image_fetch_timeout_s=5.0, endpoint_runtime="toolkit")
     with ImageServer() as images:
         with mock.patch.dict(os.environ, CANARY_CREDENTIALS):
             stack.deploy(settings, progress=lambda message: None)

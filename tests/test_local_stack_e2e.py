@@ -99,6 +99,7 @@ def env(stack_root, trained_model_dir):
         "INVOKE_LOCAL_FUNCTION_PORT": str(free_port()),
         "INVOKE_LOCAL_URL_ALLOW_NETWORKS": "127.0.0.1/32",
         "INVOKE_LOCAL_IMAGE_FETCH_TIMEOUT_S": str(FETCH_TIMEOUT_S),
+        "INVOKE_LOCAL_ENDPOINT_RUNTIME": "toolkit",   # as SageMaker serves; fail rather than fall back without Java
     })
     return variables
 

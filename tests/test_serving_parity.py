@@ -1,0 +1,133 @@
+"""The same requests to the endpoint on both runtimes get the same answers: status, error code, body, probabilities.
+
+The session's stack (conftest's local_stack) serves on the toolkit runtime, AWS's SageMaker toolkit on TorchServe;
+this module deploys the same model on the builtin runtime next to it and sends each request to both, through
+boto3's sagemaker-runtime client (InvokeEndpoint) and to the container's own /invocations and /ping.
+"""
+
+import base64
+import http.client
+import json
+import os
+from types import SimpleNamespace
+from unittest import mock
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from inference import MAX_REQUEST_BYTES
+from local import stack
+from serving_testlib import free_port, image_bytes
+from test_reliability_bad_input import decompression_bomb, png_header_only
+
+JPEG = image_bytes(size=(320, 240), color=(200, 120, 40))
+PNG = image_bytes(size=(100, 80), fmt="PNG", color=(20, 60, 220))
+B64 = base64.b64encode(JPEG).decode()
+
+REQUESTS = [
+    ("jpeg", {"Body": JPEG, "ContentType": "image/jpeg"}),
+    ("png, JSON Accept", {"Body": PNG, "ContentType": "image/png", "Accept": "application/json"}),
+    ("base64 in JSON with top_k", {"Body": json.dumps({"image": B64, "top_k": 2}), "ContentType": "application/json"}),
+    ("JSON with a charset", {"Body": json.dumps({"image": B64}), "ContentType": "application/json; charset=utf-8"}),
+    ("top_k in the custom attributes", {"Body": JPEG, "ContentType": "image/jpeg", "CustomAttributes": "top_k=1"}),
+    ("url", lambda images: {"Body": json.dumps({"url": images.url("/parity.jpg")}), "ContentType": "application/json"}),
+    ("url that is not found", lambda images: {"Body": json.dumps({"url": images.url("/missing.jpg")}),
+                                              "ContentType": "application/json"}),
+    ("JSON body not UTF-8", {"Body": b'{"image": "\xff\xfe"}', "ContentType": "application/json"}),
+    ("malformed JSON", {"Body": b'{"image": ', "ContentType": "application/json"}),
+    ("JSON without url or image", {"Body": b'{"picture": 1}', "ContentType": "application/json"}),
+    ("bad top_k attribute", {"Body": JPEG, "ContentType": "image/jpeg", "CustomAttributes": "top_k=many"}),
+    ("unsupported content type", {"Body": JPEG, "ContentType": "text/plain"}),
+    ("no content type", {"Body": JPEG}),
+    ("unacceptable Accept", {"Body": JPEG, "ContentType": "image/jpeg", "Accept": "image/png"}),
+    ("empty body", {"Body": b"", "ContentType": "image/jpeg"}),
+    ("not an image", {"Body": b"GIF89a this is not", "ContentType": "image/jpeg"}),
+    ("decompression bomb", {"Body": decompression_bomb(), "ContentType": "image/png"}),
+    ("declares 20000x20000", {"Body": png_header_only(20000, 20000), "ContentType": "image/png"}),
+    ("exactly the size limit", {"Body": b"\xff\xd8" + bytes(MAX_REQUEST_BYTES - 2), "ContentType": "image/jpeg"}),
+    ("one byte over the size limit", {"Body": bytes(MAX_REQUEST_BYTES + 1), "ContentType": "image/jpeg"}),
+]
+
+
+@pytest.fixture(scope="module")
+def runtimes(local_stack, tmp_path_factory, trained_model_dir):
+    """{runtime: (endpoint url, sagemaker-runtime client)} for the session's toolkit stack and a builtin one."""
+    root = tmp_path_factory.mktemp("builtin-stack")
+    settings = stack.LocalSettings(
+        state_dir=root / "state", endpoint_port=free_port(), function_port=free_port(), model_dir=trained_model_dir,
+        archive=trained_model_dir.parent / "model.tar.gz", function_zip=root / "function.zip",
+        url_allow_networks="127.0.0.1/32", image_fetch_timeout_s=5.0, endpoint_runtime="builtin")
+    with mock.patch.dict(os.environ, local_stack.canaries):
+        state = stack.deploy(settings, progress=lambda message: None)
+    assert state["endpoint"]["runtime"] == "builtin"
+    toolkit = stack.read_state(local_stack.settings)["endpoint"]
+    assert toolkit["runtime"] == "toolkit"
+    local_stack.images.image("/parity.jpg", JPEG)
+
+    def client(url):
+        return boto3.client("sagemaker-runtime", endpoint_url=url, region_name=settings.region,
+                            aws_access_key_id="test", aws_secret_access_key="test",
+                            config=Config(connect_timeout=2, read_timeout=70, retries={"total_max_attempts": 1}))
+
+    try:
+        yield SimpleNamespace(images=local_stack.images, endpoints={
+            "toolkit": (local_stack.settings.endpoint_url, client(local_stack.settings.endpoint_url)),
+            "builtin": (settings.endpoint_url, client(settings.endpoint_url))})
+    finally:
+        stack.destroy(settings)
+
+
+def invoke_endpoint(client, request):
+    """(status, error code, body) as the caller sees it: the model's own status and body for a ModelError."""
+    try:
+        response = client.invoke_endpoint(EndpointName="dog-breeds-local", **request)
+    except ClientError as error:
+        answer = error.response
+        if answer["Error"]["Code"] == "ModelError":
+            return answer["OriginalStatusCode"], "ModelError", json.loads(answer["OriginalMessage"])
+        return answer["ResponseMetadata"]["HTTPStatusCode"], answer["Error"]["Code"], answer["Error"]["Message"]
+    assert response["ContentType"] == "application/json"
+    return 200, None, json.loads(response["Body"].read())
+
+
+@pytest.mark.parametrize("request_", [case[1] for case in REQUESTS], ids=[case[0] for case in REQUESTS])
+def test_both_runtimes_answer_an_invoke_endpoint_request_the_same(runtimes, request_):
+    request_ = request_(runtimes.images) if callable(request_) else request_
+    answers = {runtime: invoke_endpoint(client, request_) for runtime, (_, client) in runtimes.endpoints.items()}
+    assert answers["toolkit"] == answers["builtin"], answers
+    status, _, body = answers["toolkit"]
+    if status == 200:
+        assert body["predictions"] and all("probability" in prediction for prediction in body["predictions"])
+    elif isinstance(body, dict):   # the model's refusal: short JSON, no trace
+        assert set(body) == {"error", "message"} and "Traceback" not in body["message"]
+
+
+def container_answer(url, method, path, body=None, headers=None):
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=70)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse()
+    answer = (response.status, response.getheader("Content-Type"), response.read())
+    connection.close()
+    return answer
+
+
+@pytest.mark.parametrize("body, headers", [
+    (JPEG, {"Content-Type": "image/jpeg"}),
+    (JPEG, {"Content-Type": "image/jpeg", "x-amzn-sagemaker-custom-attributes": "top_k=2"}),
+    (JPEG, {"Content-Type": "image/jpeg", "X-AMZN-SAGEMAKER-CUSTOM-ATTRIBUTES": "top_k=0"}),
+    (b'{"url": "\xff"}', {"Content-Type": "application/json"}),
+    (b"", {"Content-Type": "image/png"}),
+], ids=["jpeg", "custom attributes in lower case", "custom attributes in upper case", "not UTF-8", "empty"])
+def test_both_runtimes_answer_the_containers_invocations_the_same(runtimes, body, headers):
+    answers = {runtime: container_answer(url, "POST", "/invocations", body, headers)
+               for runtime, (url, _) in runtimes.endpoints.items()}
+    assert answers["toolkit"] == answers["builtin"], answers
+    assert answers["toolkit"][1] == "application/json"
+
+
+def test_both_runtimes_are_healthy_only_with_the_model_loaded(runtimes):
+    for runtime, (url, _) in runtimes.endpoints.items():
+        assert container_answer(url, "GET", "/ping")[0] == 200, runtime
