@@ -40,7 +40,8 @@ def _serving_python_binary(log=print):
     """The image's Python: python3.12 on PATH, else pyenv's 3.12; failing both, this Python (torch 2.6.0 has wheels
     for 3.9 to 3.13, so the check still holds for torch and torchvision)."""
     pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
-    candidates = [f"python{SERVING_PYTHON}", *sorted(map(str, pyenv_root.glob(f"versions/{SERVING_PYTHON}.*/bin/python3")))]
+    pyenv_pythons = sorted(str(path) for path in pyenv_root.glob(f"versions/{SERVING_PYTHON}.*/bin/python3"))
+    candidates = [f"python{SERVING_PYTHON}", *pyenv_pythons]
     for candidate in candidates:
         try:
             found = subprocess.run([candidate, "-c", "import sys; print(sys.executable)"], capture_output=True,
