@@ -26,13 +26,16 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
+from http import HTTPStatus
 from pathlib import Path
 
 RUNTIME_API = "/2018-06-01/runtime"
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024      # synchronous invocation payload limit, each way
 INIT_TIMEOUT_S = 10                      # Lambda's limit on an on-demand environment's init phase
 ACCOUNT = "000000000000"
+# AWS_EXECUTION_ENV names the Lambda runtime of the interpreter that runs the environments (the venv's, not
+# Terraform's python3.12): awslambdaric switches on it (from python3.12 on it polls from a new thread per event).
+EXECUTION_ENV = f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}"
 EXIT_GRACE_S = 5                         # for an environment that closed its connection to be seen exiting
 
 
@@ -42,7 +45,6 @@ class FunctionConfig:
     name: str
     task_root: Path
     handler: str = "lambda_function.lambda_handler"
-    runtime: str = "python3.12"
     timeout_s: float = 140
     memory_mb: int = 256
     region: str = "us-east-1"
@@ -136,67 +138,103 @@ class _PeakMemory:
             self._fd = None
 
 
-class _RuntimeApiHandler(BaseHTTPRequestHandler):
-    """The Runtime API of one environment (`self.server` is the Environment)."""
+class _RuntimeConnection:
+    """One connection of a runtime client to its environment's Runtime API (`env` is the Environment).
 
-    protocol_version = "HTTP/1.1"        # the runtime client keeps its connection alive between calls
-    disable_nagle_algorithm = True
+    HTTP/1.1 kept alive, requests with a Content-Length (what the runtime client sends), each answer in one write:
+    http.server's parser costs several times more per request, twice per event.
+    """
 
-    def log_message(self, *args):
-        pass
+    def __init__(self, connection, env):
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connection = connection
+        self.env = env
+        self.rfile = connection.makefile("rb")
+        self.close_connection = False
+        self.resume = None
 
-    def _reply(self, status, body=None, headers=()):
-        data = json.dumps(body).encode() if body is not None else b""
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    def serve(self):
+        while not self.close_connection:
+            self.handle_one_request()
 
-    def _body(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
-    def do_GET(self):
-        if self.path != f"{RUNTIME_API}/invocation/next":
-            return self._reply(404, {"errorMessage": f"no route {self.path}", "errorType": "NotFound"})
-        if not self.server.park(self):    # the environment is being stopped
+    def handle_one_request(self):
+        """Read one request and answer it; a closed, timed-out or malformed connection ends with close_connection."""
+        try:
+            request = self._read_request()
+        except (OSError, ValueError):
+            request = None
+        if request is None:
             self.close_connection = True
-        return None
+            return
+        method, path, headers, body = request
+        if method == "GET" and path == f"{RUNTIME_API}/invocation/next":
+            if not self.env.park(self):    # the environment is being stopped
+                self.close_connection = True
+            return
+        if method == "POST":
+            self._post(path, headers, body)
+            return
+        self._reply(404, {"errorMessage": f"no route {method} {path}", "errorType": "NotFound"})
+
+    def _read_request(self):
+        line = self.rfile.readline(65537)
+        if not line:
+            return None
+        method, path, _version = line.decode("latin-1").split(" ", 2)
+        headers = {}
+        while True:
+            header_line = self.rfile.readline(65537)
+            if header_line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = header_line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("connection", "").lower() == "close":
+            self.close_connection = True
+        if headers.get("expect", "").lower() == "100-continue":
+            self.connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks = []
+            while (size := int(self.rfile.readline(1024).split(b";")[0], 16)) > 0:
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(1024)
+            while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                pass
+            return method, path, headers, b"".join(chunks)
+        length = int(headers.get("content-length") or 0)
+        return method, path, headers, self.rfile.read(length) if length else b""
+
+    def _reply(self, status, body, extra_headers=()):
+        self._send(status, json.dumps(body).encode(), extra_headers)
+
+    def _send(self, status, data, extra_headers=()):
+        head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json",
+                f"Content-Length: {len(data)}", *(f"{name}: {value}" for name, value in extra_headers), "", ""]
+        self.connection.sendall("\r\n".join(head).encode("latin-1") + data)
 
     def send_event(self, invocation):
         """The answer to the parked GET /next (written by the invoking thread)."""
         headers = [("Lambda-Runtime-Aws-Request-Id", invocation.request_id),
-                   ("Lambda-Runtime-Deadline-Ms", str(invocation.deadline_ms)),
-                   ("Lambda-Runtime-Invoked-Function-Arn", self.server.config.arn),
+                   ("Lambda-Runtime-Deadline-Ms", invocation.deadline_ms),
+                   ("Lambda-Runtime-Invoked-Function-Arn", self.env.config.arn),
                    ("Lambda-Runtime-Trace-Id", invocation.trace_id)]
         if invocation.client_context:
             headers.append(("Lambda-Runtime-Client-Context", invocation.client_context))
-        self.send_response(200)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(invocation.payload)))
-        self.end_headers()
-        self.wfile.write(invocation.payload)
+        self._send(200, invocation.payload, headers)
 
-    def do_POST(self):
-        body = self._body()
-        parts = self.path[len(RUNTIME_API) + 1:].split("/") if self.path.startswith(RUNTIME_API + "/") else []
+    def _post(self, path, headers, body):
+        parts = path[len(RUNTIME_API) + 1:].split("/") if path.startswith(RUNTIME_API + "/") else []
         if parts == ["init", "error"]:
-            self.server.init_failed(body, self.headers.get("Lambda-Runtime-Function-Error-Type"))
+            self.env.init_failed(body, headers.get("lambda-runtime-function-error-type"))
             return self._reply(202, {"status": "OK"})
         if len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):
-            invocation = self.server.current
+            invocation = self.env.current
             if invocation is None or invocation.request_id != parts[1]:
                 return self._reply(400, {"errorMessage": "Invalid request ID", "errorType": "InvalidRequestID"})
             if parts[2] == "error":
                 invocation.finish(body, "Unhandled", outcome="error")
                 return self._reply(202, {"status": "OK"})
             if len(body) > MAX_PAYLOAD_BYTES:   # the runtime client fails on the 413 and exits: Lambda resets it
-                self.server.discard = True
+                self.env.discard = True
                 invocation.finish(error_body("Function.ResponseSizeTooLarge",
                                              f"Response payload size exceeded maximum allowed payload size "
                                              f"({MAX_PAYLOAD_BYTES} bytes).", invocation.request_id),
@@ -206,7 +244,7 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
                                          "errorType": "RequestEntityTooLarge"})
             invocation.finish(body)
             return self._reply(202, {"status": "OK"})
-        return self._reply(404, {"errorMessage": f"no route {self.path}", "errorType": "NotFound"})
+        return self._reply(404, {"errorMessage": f"no route POST {path}", "errorType": "NotFound"})
 
 
 class Environment:
@@ -241,7 +279,7 @@ class Environment:
         variables = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": "en_US.UTF-8", "TZ": ":UTC",
             "LAMBDA_TASK_ROOT": str(config.task_root), "_HANDLER": config.handler,
-            "AWS_EXECUTION_ENV": f"AWS_Lambda_{config.runtime}", "AWS_LAMBDA_RUNTIME_API": self.runtime_api,
+            "AWS_EXECUTION_ENV": EXECUTION_ENV, "AWS_LAMBDA_RUNTIME_API": self.runtime_api,
             "AWS_LAMBDA_FUNCTION_NAME": config.name, "AWS_LAMBDA_FUNCTION_VERSION": config.version,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb), "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
             "AWS_LAMBDA_LOG_GROUP_NAME": config.log_group, "AWS_LAMBDA_LOG_STREAM_NAME": stream,
@@ -262,7 +300,7 @@ class Environment:
 
     def _serve(self, connection, address):
         try:
-            _RuntimeApiHandler(connection, address, self)
+            _RuntimeConnection(connection, self).serve()
         except OSError:
             pass
         finally:

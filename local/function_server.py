@@ -182,8 +182,6 @@ def get_args_parser():
     parser.add_argument("--memory-size", type=int, default=function.memory_mb,
                         help=f"MB, reported to the function and in REPORT lines (default, Terraform's: "
                              f"{function.memory_mb})")
-    parser.add_argument("--runtime", default=function.runtime, help=f"AWS_EXECUTION_ENV's runtime (default, "
-                                                                     f"Terraform's: {function.runtime})")
     parser.add_argument("--env", type=_variable, action="append", default=[], metavar="NAME=VALUE",
                         help="a variable of the function's environment (repeatable)")
     parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"),
@@ -197,7 +195,7 @@ def main(args):
     code_sha256 = source_code_hash(args.zip)
     logger.info("unpacked %s (CodeSha256 %s) into %s", args.zip, code_sha256, function_dir)
     config = FunctionConfig(name=args.function_name, task_root=function_dir.resolve(), handler=args.handler,
-                            runtime=args.runtime, timeout_s=args.timeout, memory_mb=args.memory_size,
+                            timeout_s=args.timeout, memory_mb=args.memory_size,
                             region=args.region, environment=dict(args.env))
 
     def factory():

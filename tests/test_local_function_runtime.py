@@ -8,6 +8,7 @@ import fails.
 
 import json
 import re
+import sys
 import threading
 import time
 
@@ -102,7 +103,7 @@ def test_the_handler_sees_lambdas_environment_and_context(server, client):
     assert environment["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == payload["memory_limit_in_mb"] == "256"
     assert environment["AWS_LAMBDA_LOG_GROUP_NAME"] == f"/aws/lambda/{FUNCTION_NAME}"
     assert environment["AWS_REGION"] == environment["AWS_DEFAULT_REGION"] == "us-east-1"
-    assert environment["AWS_EXECUTION_ENV"] == "AWS_Lambda_python3.12"   # Terraform's runtime
+    assert environment["AWS_EXECUTION_ENV"] == "AWS_Lambda_python%d.%d" % sys.version_info[:2]   # what runs it
     assert environment["_HANDLER"] == "behaviours.handler"
     assert environment["LAMBDA_TASK_ROOT"] == payload["cwd"] == str(server.function_dir.resolve())
     assert environment["FUNCTION_SETTING"] == "from --env"

@@ -61,8 +61,8 @@ def test_the_local_function_runs_with_terraforms_handler_settings_and_environmen
         unwrap["handler"], unwrap["runtime"], unwrap["timeout"], unwrap["memory_size"],
         unwrap["reserved_concurrency"], unwrap["log_level"])   # the root's defaults agree with the module's
     server = get_args_parser().parse_args(["--zip", "f.zip", "--function-dir", "d"])
-    assert (server.handler, server.timeout, server.memory_size, server.runtime) == (
-        function.handler, function.timeout_s, function.memory_mb, function.runtime)
+    assert (server.handler, server.timeout, server.memory_size, server.reserved_concurrency) == (
+        function.handler, function.timeout_s, function.memory_mb, function.reserved_concurrency)
 
     main = (TERRAFORM_DIR / "modules" / "lambda" / "main.tf").read_text()
     [block] = re.findall(r"environment \{\n\s*variables = merge\(var\.environment, \{(.*?)\}\)", main, re.S)
