@@ -9,6 +9,7 @@ From one run, same machine, same model and images:
       call); the figure with boto3 callers (2.5 ms per call) is printed next to it
   (c) a 12-megapixel JPEG vs a 0.2-megapixel one, end to end by URL (goal: <= 2x)
   (d) model_fn cold start in a fresh process, and `invoke deploy` to the first answer when the model exists
+  (e) the function hop alone: a cold start (a new awslambdaric environment) and the overhead of a warm call
 
     .venv/bin/python bench/serve_bench.py                        # the model `invoke deploy` serves (build/model)
     .venv/bin/python bench/serve_bench.py --arch resnet50 --image-size 224   # an untrained ResNet-50 (timing only)
@@ -252,6 +253,56 @@ def stack_throughput(make_caller, event, clients, seconds):
     return sum(counts) / seconds, 1000 * cpu / max(1, sum(counts))
 
 
+def function_hop(work, rounds, requests):
+    """(e) The function hop alone: the function zip in awslambdaric environments behind the function server, sent an
+    event the handler refuses (400) without calling the endpoint, so only the hop is timed.
+
+    Cold: the first invocation of a fresh server (a new environment: process start, awslambdaric, boto3 and the
+    handler's module imported, its client built), with the Init Duration of its REPORT line. Warm: later calls on
+    one kept-alive connection, against the same handler called in-process.
+    """
+    import re
+    from types import SimpleNamespace
+
+    from function_testlib import FUNCTION_NAME, FunctionServer
+    from local.function_zip import build_function_zip
+
+    zip_path = build_function_zip(work / "function.zip")
+    event = b'{"picture": "dog.jpg"}'
+    cold, init, warm = [], [], []
+    for round_number in range(rounds):
+        server = FunctionServer(work / f"function-{round_number}", zip_path,
+                                environment={"ENDPOINT_NAME": "bench", "AWS_ACCESS_KEY_ID": "bench",
+                                             "AWS_SECRET_ACCESS_KEY": "bench"})
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+            path = f"/2015-03-31/functions/{FUNCTION_NAME}/invocations"
+
+            def call():
+                connection.request("POST", path, body=event, headers={"Content-Type": "application/json"})
+                response = connection.getresponse()
+                answer = json.loads(response.read())
+                if response.status != 200 or answer.get("statusCode") != 400:
+                    raise RuntimeError(f"the function answered HTTP {response.status}: {answer}")
+
+            cold += timed_calls(call, 1)
+            warm += timed_calls(call, requests)
+            connection.close()
+            init += [float(value) for value in re.findall(r"\tInit Duration: ([\d.]+) ms", server.log())]
+        finally:
+            server.stop()
+    sys.path.insert(0, str(REPO_ROOT / "lambda"))
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    import lambda_function
+
+    context = SimpleNamespace(aws_request_id="bench")
+    in_process = summary(timed_calls(lambda: lambda_function.lambda_handler(json.loads(event), context), requests))
+    warm = summary(warm)
+    return {"cold_first_call": summary(cold), "init_duration_ms": statistics.median(init) if init else None,
+            "warm_call": warm, "handler_in_process": in_process,
+            "warm_overhead_p50_ms": warm["p50_ms"] - in_process["p50_ms"], "rounds": rounds}
+
+
 def deploy_to_first_answer(settings, model_dir, archive):
     """`invoke deploy` as a user runs it, with the model present; returns the wall time until it returned
     (it returns after its smoke test, the first answer through the function)."""
@@ -321,6 +372,12 @@ def main(args):
     results["cold_start"] = cold_start(model_dir)
     print(f"(d) cold start: import inference.py {results['cold_start']['import_s']:.2f} s, "
           f"model_fn {results['cold_start']['model_fn_s']:.2f} s", flush=True)
+
+    hop = results["e_function_hop"] = function_hop(work, rounds=3, requests=args.requests)
+    print(f"(e) function hop (awslambdaric environments): cold start, first call p50 {hop['cold_first_call']['p50_ms']:.0f} ms "
+          f"(Init Duration {hop['init_duration_ms']:.0f} ms); warm call p50/p99 {hop['warm_call']['p50_ms']:.1f}/"
+          f"{hop['warm_call']['p99_ms']:.1f} ms, of which the handler in-process {hop['handler_in_process']['p50_ms']:.2f} ms: "
+          f"overhead {hop['warm_overhead_p50_ms']:.1f} ms", flush=True)
 
     predict = _in_process_predictor(model_dir, threads=1)   # one torch thread, like an endpoint worker
     for _ in range(5):
