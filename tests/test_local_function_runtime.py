@@ -7,7 +7,9 @@ import fails.
 """
 
 import json
+import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -214,6 +216,21 @@ def test_stopping_the_server_stops_its_environments(tmp_path):
     while _alive(pid):
         assert time.monotonic() < deadline, "the environment outlived its server"
         time.sleep(0.05)
+
+
+def test_an_environment_whose_server_worker_is_killed_exits_by_itself(tmp_path):
+    zip_path = build_zip(tmp_path / "function.zip", {"behaviours.py": BEHAVIOURS})
+    running = FunctionServer(tmp_path / "server", zip_path, handler="behaviours.handler")
+    try:
+        pid = invoke(running.client(), {})[1]["pid"]
+        worker = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        os.kill(worker, signal.SIGKILL)   # no exit hook runs: the environment loses its Runtime API connection
+        deadline = time.monotonic() + 10
+        while _alive(pid):
+            assert time.monotonic() < deadline, "the environment outlived its killed worker"
+            time.sleep(0.05)
+    finally:
+        running.stop()
 
 
 def _alive(pid):
