@@ -59,6 +59,9 @@ class LocalSettings:
     url_allow_networks: str = ""
     image_fetch_timeout_s: float = 10.0
     start_timeout_s: float = 180.0
+    # More container environment, merged over the module's as Terraform's endpoint `environment` variable is:
+    # ((name, value), ...), e.g. (("OMP_NUM_THREADS", "2"),)
+    endpoint_environment: tuple = ()
 
     @classmethod
     def from_config(cls, config):
@@ -88,6 +91,8 @@ class LocalSettings:
             url_allow_networks=str(local.get("url_allow_networks") or ""),
             image_fetch_timeout_s=float(local.get("image_fetch_timeout_s") or defaults.image_fetch_timeout_s),
             start_timeout_s=float(local.get("start_timeout_s") or defaults.start_timeout_s),
+            endpoint_environment=tuple((str(name), str(value))
+                                       for name, value in (local.get("endpoint_environment") or {}).items()),
         )
 
     @property
@@ -304,8 +309,10 @@ def _server_environment(settings, component):
 
 
 def container_environment(settings):
-    """The endpoint module's container environment, with SAGEMAKER_REGION as Terraform adds it."""
-    return {**json.loads(CONTAINER_ENVIRONMENT_FILE.read_text()), "SAGEMAKER_REGION": settings.region}
+    """The endpoint module's container environment, with SAGEMAKER_REGION and local.endpoint_environment merged
+    as Terraform merges the region and the module's `environment` variable."""
+    return {**json.loads(CONTAINER_ENVIRONMENT_FILE.read_text()), "SAGEMAKER_REGION": settings.region,
+            **dict(settings.endpoint_environment)}
 
 
 def endpoint_runtime(settings):
