@@ -7,7 +7,7 @@ locals {
 
   # The PyTorch inference image imports code/inference.py from the unpacked model.tar.gz; the serving settings
   # (threads per worker, request size, response timeout) are in container_environment.json, which the local
-  # stack's endpoint runs with too (README: "Container environment").
+  # stack's endpoint runs with too (this module's README says why each is set).
   container_environment = merge(
     jsondecode(file("${path.module}/container_environment.json")),
     { SAGEMAKER_REGION = data.aws_region.current.region },
