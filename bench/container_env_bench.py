@@ -76,8 +76,8 @@ def main(args):
     print(f"{args.arch} {args.image_size} px, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
           flush=True)
     for name, environment in VARIANTS.items():
-        settings = stack.LocalSettings(state_dir=BENCH_DIR / "env-state", endpoint_port=stack._free_port("127.0.0.1"),
-                                       function_port=stack._free_port("127.0.0.1"), model_dir=model_dir,
+        settings = stack.LocalSettings(state_dir=BENCH_DIR / "env-state", endpoint_port=stack.free_port("127.0.0.1"),
+                                       function_port=stack.free_port("127.0.0.1"), model_dir=model_dir,
                                        archive=work / "model.tar.gz", endpoint_runtime="toolkit",
                                        endpoint_environment=tuple(environment.items()))
         try:

@@ -372,7 +372,8 @@ def function_environment(settings):
     return variables
 
 
-def _free_port(host):
+def free_port(host):
+    """A port nothing listens on now (the kernel's pick)."""
     with socket.socket() as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
@@ -383,7 +384,7 @@ def _start(settings, component, runtime=None):
     with open(log_path, "ab") as log:
         log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {component}\n".encode())
         log.flush()
-        backend_port = _free_port(settings.host) if runtime == "toolkit" else None   # TorchServe's own port
+        backend_port = free_port(settings.host) if runtime == "toolkit" else None   # TorchServe's own port
         process = subprocess.Popen(_server_command(settings, component, runtime, backend_port), cwd=REPO_ROOT,
                                    env=_server_environment(settings, component), stdin=subprocess.DEVNULL,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -27,12 +27,11 @@ import logging
 import multiprocessing
 import os
 import re
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 logger = logging.getLogger("local.toolkit_endpoint")
@@ -63,12 +62,6 @@ def toolkit_installed():
     import importlib.util
 
     return all(importlib.util.find_spec(name) for name in ("sagemaker_pytorch_serving_container", "ts"))
-
-
-def _free_port(host):
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------------ the shim
@@ -189,10 +182,12 @@ def _own_frontend(config_file):
 def serve(args):
     """Unpack the model, start the shim, run the toolkit's serving.main() until TorchServe stops."""
     from local.endpoint_server import unpack_model_archive
+    from local.stack import free_port
 
     base_dir = Path(args.base_dir).resolve()
-    work_dir = base_dir / "work"
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = base_dir / "work"   # the previous endpoint of this state folder has been stopped: its pid file goes
+    shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True)
     model_dir = unpack_model_archive(args.archive, base_dir / "model")
     logger.info("unpacked %s into %s", args.archive, model_dir)
 
@@ -202,9 +197,9 @@ def serve(args):
         "SAGEMAKER_BIND_TO_PORT": str(args.backend_port),
         "TS_INFERENCE_ADDRESS": backend,
         "TS_MANAGEMENT_ADDRESS": backend,
-        "TS_METRICS_ADDRESS": f"http://{args.host}:{_free_port(args.host)}",
-        "TS_GRPC_INFERENCE_ADDRESS": args.host, "TS_GRPC_INFERENCE_PORT": str(_free_port(args.host)),
-        "TS_GRPC_MANAGEMENT_ADDRESS": args.host, "TS_GRPC_MANAGEMENT_PORT": str(_free_port(args.host)),
+        "TS_METRICS_ADDRESS": f"http://{args.host}:{free_port(args.host)}",
+        "TS_GRPC_INFERENCE_ADDRESS": args.host, "TS_GRPC_INFERENCE_PORT": str(free_port(args.host)),
+        "TS_GRPC_MANAGEMENT_ADDRESS": args.host, "TS_GRPC_MANAGEMENT_PORT": str(free_port(args.host)),
         "TMPDIR": str(work_dir), "TEMP": str(work_dir),
         "LOG_LOCATION": str(work_dir / "logs"), "METRICS_LOCATION": str(work_dir / "logs"),
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),  # `torchserve`

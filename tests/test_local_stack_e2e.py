@@ -329,6 +329,28 @@ def test_the_eleventh_concurrent_invocation_is_throttled_at_once(function, image
     assert results == [200] * 10
 
 
+def test_ping_is_unhealthy_while_no_worker_has_the_model_and_healthy_again_once_one_has(settings, deployed):
+    record = state_of(settings)["endpoint"]
+    workers = stack.endpoint_workers(record)
+    assert record["runtime"] == "toolkit" and len(workers) >= 1 and all(workers.values())
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+
+    def ping():
+        try:
+            with urllib.request.urlopen(settings.endpoint_url + "/ping", timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    # TorchServe's own /ping would say healthy while its new workers are still importing and in model_fn
+    wait_for(lambda: ping() == 503, 30, "/ping stayed healthy with every worker dead")
+    wait_for(lambda: ping() == 200, 90, "/ping did not become healthy again")
+    assert any(stack.endpoint_workers(record).values())
+    wait_for(lambda: len(stack.endpoint_workers(record)) == len(workers)
+             and all(stack.endpoint_workers(record).values()), 90, "not every worker came back")
+
+
 def test_a_killed_endpoint_worker_is_replaced(function, images, settings):
     record = state_of(settings)["endpoint"]
     workers = stack.endpoint_workers(record)
