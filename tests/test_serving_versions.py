@@ -24,8 +24,14 @@ def test_the_serving_torch_checked_is_the_one_terraform_deploys():
 
 def test_a_model_trained_here_answers_the_same_under_the_serving_images_torch_and_torchvision(trained_model_dir):
     archive = trained_model_dir.parent / "model.tar.gz"
-    here, serving, differences = check_serving_versions.compare(archive, log=lambda line: None)
+    said = []
+    here, serving, differences = check_serving_versions.compare(archive, log=said.append)
 
+    # the image's Python too: a serving environment built on a fallback Python says so and fails here
+    assert serving["python"].rsplit(".", 1)[0] == check_serving_versions.SERVING_PYTHON
+    assert not [line for line in said if "not the image's" in line]
+    marker = (check_serving_versions.default_venv() / "serving-packages.txt").read_text().split()
+    assert f"python=={serving['python']}" in marker
     assert (serving["torch"].split("+")[0], serving["torchvision"].split("+")[0]) == ("2.6.0", "0.21.0")
     assert serving["torch"] != here["torch"]
     assert len(serving["answers"]) == 4

@@ -54,28 +54,56 @@ def _serving_python_binary(log=print):
     return getattr(sys, "_base_executable", sys.executable)
 
 
+def _python_version(python):
+    done = subprocess.run([str(python), "-I", "-c", "import platform; print(platform.python_version())"],
+                          capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"{python} does not start: {(done.stderr or done.stdout).strip()[-2000:]}")
+    return done.stdout.strip()
+
+
+def _read_marker(marker):
+    """(packages, python version or None) recorded in the environment's marker file."""
+    lines = marker.read_text().split()
+    python = next((line.split("==", 1)[1] for line in lines if line.startswith("python==")), None)
+    return [line for line in lines if not line.startswith("python==")], python
+
+
 def prepare_venv(venv, log=print):
-    """The environment's python, building it first if it lacks the serving packages; raises RuntimeError."""
+    """The environment's python, building it first if it lacks the serving packages; raises RuntimeError.
+
+    The marker file lists the packages and the environment's Python version; a Python other than the image's is
+    said on every use (the check then holds for torch and torchvision only)."""
     venv = Path(venv)
     python = venv / "bin" / "python"
     marker = venv / "serving-packages.txt"
-    if python.exists() and marker.exists() and marker.read_text().split() == list(SERVING_PACKAGES):
-        return python
-    base = _serving_python_binary(log)
-    started = time.monotonic()
-    log(f"building {venv} with Python {SERVING_PYTHON} and {' '.join(SERVING_PACKAGES)} (about 3 GB from PyPI)")
-    for command in ([base, "-m", "venv", "--clear", str(venv)],
-                    [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *SERVING_PACKAGES]):
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command[:4])} failed: {(done.stderr or done.stdout).strip()[-2000:]}")
-    marker.write_text("\n".join(SERVING_PACKAGES) + "\n")
-    log(f"built in {time.monotonic() - started:.0f} s")
+    if python.exists() and marker.exists() and _read_marker(marker)[0] == list(SERVING_PACKAGES):
+        version = _read_marker(marker)[1]
+        if version is None:                     # a marker written before it recorded the Python version
+            version = _python_version(python)
+            marker.write_text("\n".join([*SERVING_PACKAGES, f"python=={version}"]) + "\n")
+    else:
+        base = _serving_python_binary(log)
+        started = time.monotonic()
+        log(f"building {venv} with Python {SERVING_PYTHON} and {' '.join(SERVING_PACKAGES)} (about 3 GB from PyPI)")
+        for command in ([base, "-m", "venv", "--clear", str(venv)],
+                        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *SERVING_PACKAGES]):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"{' '.join(command[:4])} failed: {(done.stderr or done.stdout).strip()[-2000:]}")
+        version = _python_version(python)
+        marker.write_text("\n".join([*SERVING_PACKAGES, f"python=={version}"]) + "\n")
+        log(f"built in {time.monotonic() - started:.0f} s")
+    if version.rsplit(".", 1)[0] != SERVING_PYTHON:
+        log(f"warning: {venv} runs Python {version}, not the image's {SERVING_PYTHON}")
     return python
 
 
 def answer(archive, images):
-    """In this interpreter: unpack `archive`, load it with its code/inference.py, answer each JPEG in `images`."""
+    """Unpack `archive`, load it with its code/inference.py, answer each JPEG in `images`.
+
+    Only in a fresh `python -I` (see `answer_in`): in a process that already imported another `inference` (the
+    repository's inference/ folder, under pytest) that one would answer instead of the archive's."""
     import torch
     import torchvision
 
@@ -138,14 +166,18 @@ def compare(archive, venv=None, tolerance=DEFAULT_TOLERANCE, log=print):
     python = prepare_venv(venv or default_venv(), log=log)
     with tempfile.TemporaryDirectory(prefix="serving-images-") as images:
         write_images(images)
-        here = answer(archive, images)
-        # -I: the serving environment sees neither this repository nor PYTHONPATH, only the archive's own code
-        done = subprocess.run([str(python), "-I", __file__, "--answer", str(archive), "--images", images],
-                              capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError(f"the serving environment could not answer: {done.stderr.strip()[-3000:]}")
-    serving = json.loads(done.stdout.strip().splitlines()[-1])
+        here = answer_in(sys.executable, archive, images, "this environment")
+        serving = answer_in(python, archive, images, "the serving environment")
     return here, serving, differences(here, serving, tolerance)
+
+
+def answer_in(python, archive, images, name):
+    """`answer` run by `python -I`: it sees neither this repository nor PYTHONPATH, only the archive's own code."""
+    done = subprocess.run([str(python), "-I", __file__, "--answer", str(archive), "--images", str(images)],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} could not answer: {done.stderr.strip()[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
