@@ -193,6 +193,26 @@ def _trainer_class():
     return ProjectModelTrainer
 
 
+def gpus_per_instance(instance_type, region):
+    """The instance type's GPU count from the SDK's table; None for a type it lacks (0 for a CPU type)."""
+    from sagemaker.core import instance_types_gpu_info
+
+    known = instance_types_gpu_info.retrieve(region).get(instance_type)
+    if known:
+        return known["Count"]
+    return None if instance_type.startswith(("ml.g", "ml.p")) else 0
+
+
+def uses_torchrun(instances, processes, instance_type, region):
+    """Torchrun for more than one process in all: several instances, processes_per_instance > 1, or (0) one per GPU
+    on a multi-GPU type. Torchrun without a process count starts SM_NUM_GPUS processes (the SDK's torchrun_driver's
+    get_process_count), so a GPU type the SDK's table lacks gets it too: one process on a one-GPU instance."""
+    if instances > 1 or processes > 1:
+        return True
+    gpus = gpus_per_instance(instance_type, region)
+    return processes == 0 and (gpus is None or gpus > 1)
+
+
 def model_trainer(c, identity, source_dir, *, instances=1, spot=False, overrides=None, checkpoint_uri=None):
     """A configured ModelTrainer (nothing is started yet); with `spot`, checkpoints go to `checkpoint_uri`."""
     from sagemaker.core.helper.session_helper import Session
@@ -214,7 +234,8 @@ def model_trainer(c, identity, source_dir, *, instances=1, spot=False, overrides
     instance_type = setting(c, "training_instance_type", "ml.m5.xlarge")
     max_run_s = int(float(setting(c, "max_run_minutes", 120)) * 60)
     processes = int(setting(c, "processes_per_instance", 0) or 0)
-    distributed = Torchrun(process_count_per_node=processes or None) if instances > 1 or processes > 1 else None
+    distributed = (Torchrun(process_count_per_node=processes or None)
+                   if uses_torchrun(instances, processes, instance_type, setting(c, "region", "us-east-1")) else None)
     driver = f"{SM_DRIVERS_CONTAINER_PATH}/distributed_drivers/" + (
         distributed.driver_script if distributed else "basic_script_driver.py")
     _quiet_command_warnings()

@@ -93,6 +93,26 @@ def test_a_single_instance_job_runs_the_script_directly_and_on_demand(account):
     assert "basic_script_driver.py" in drivers["sm_train.sh"].decode()
 
 
+@pytest.mark.parametrize("instance_type, driver, processes", [
+    ("ml.g5.12xlarge", "torchrun_driver.py", None),     # 4 GPUs: torchrun starts one process per GPU
+    ("ml.g5.2xlarge", "basic_script_driver.py", "-"),   # 1 GPU: the script itself
+    ("ml.m5.xlarge", "basic_script_driver.py", "-"),    # CPU
+])
+def test_processes_per_instance_0_runs_one_process_per_gpu_on_one_instance(moto_account, tmp_path, instance_type,
+                                                                            driver, processes):
+    create_bucket(objects=DATA)
+    c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role(), processes_per_instance=0,
+                     training_instance_type=instance_type)
+    requests = RequestRecorder(boto_session(c))
+    sagemaker_jobs.train(c)
+
+    job = boto3.client("sagemaker", region_name=REGION).describe_training_job(
+        TrainingJobName=requests.of("CreateTrainingJob")[0]["TrainingJobName"])
+    drivers = channel_files(job, "sm_drivers")
+    assert driver in drivers["sm_train.sh"].decode()
+    assert json.loads(drivers["distributed.json"]).get("process_count_per_node", "-") == processes
+
+
 def test_hyperparameters_come_from_settings_and_flags_win(moto_account, tmp_path):
     create_bucket(objects=DATA)
     c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role(),
