@@ -325,10 +325,15 @@ def test_sagemaker_spellings_and_environment_give_the_defaults(monkeypatch):
     monkeypatch.setenv("SM_CHANNEL_TRAINING", "/opt/ml/input/data/training")
     monkeypatch.setenv("SM_MODEL_DIR", "/opt/ml/model")
     monkeypatch.setenv("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")
+    monkeypatch.setenv("TRAINING_JOB_NAME", "dog-breeds-tune-007")
     args = train.parse_args(["--learning_rate", "0.01", "--batch_size", "64", "--epochs", "5"])
     assert (args.lr, args.batch_size, args.epochs) == (0.01, 64, 5)
-    assert (args.data, args.model_dir, args.output_dir, args.checkpoint_dir) == (
-        "/opt/ml/input/data/training", "/opt/ml/model", "/opt/ml/output/data", "/opt/ml/checkpoints")
+    assert (args.data, args.model_dir, args.output_dir) == (
+        "/opt/ml/input/data/training", "/opt/ml/model", "/opt/ml/output/data")
+    assert args.checkpoint_dir == "/opt/ml/checkpoints/dog-breeds-tune-007"
+    # the feature cache stays out of /opt/ml/checkpoints, which SageMaker syncs (and copies into every tuning job)
+    assert args.feature_cache_dir == "/opt/ml/input/feature-cache"
+    assert "/opt/ml/checkpoints/<TRAINING_JOB_NAME>" in train.get_args_parser().format_help()
 
 
 def test_local_defaults_help_and_presets(monkeypatch):
@@ -336,6 +341,7 @@ def test_local_defaults_help_and_presets(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     args = train.parse_args([])
     assert (args.data, args.model_dir, args.checkpoint_dir) == ("data/dogImages", "build/model", "build/checkpoints")
+    assert args.feature_cache_dir == ""                     # <checkpoint-dir>/features
     assert (args.arch, args.weights, args.mode) == ("resnet50", "imagenet", "head")
     preset = train.parse_args(["--preset", "synthetic-cpu", "--epochs", "3"])
     assert (preset.arch, preset.image_size, preset.epochs) == ("resnet18", 96, 3)    # the explicit flag wins

@@ -64,6 +64,9 @@ def _sagemaker_default(name, fallback):
     return os.environ.get(name) or fallback
 
 
+SAGEMAKER_FEATURE_CACHE = "/opt/ml/input/feature-cache"
+
+
 def _on_sagemaker():
     return "SM_MODEL_DIR" in os.environ or "SM_TRAINING_ENV" in os.environ
 
@@ -89,9 +92,14 @@ def get_args_parser():
         default=_sagemaker_default("SM_OUTPUT_DATA_DIR", "build/output"),
         help="metrics.json and training_curve.png (SM_OUTPUT_DATA_DIR on SageMaker)")
     add("--checkpoint-dir", "--checkpoint_dir", dest="checkpoint_dir", default=checkpoint_default,
-        help="checkpoints, every epoch; a run resumes from the one it finds here")
-    add("--feature-cache-dir", "--feature_cache_dir", dest="feature_cache_dir", default="",
-        help="head mode: where backbone features are cached (empty: <checkpoint-dir>/features)")
+        help="checkpoints, every epoch; a run resumes from the one it finds here (on SageMaker "
+             "/opt/ml/checkpoints/<TRAINING_JOB_NAME>, which SageMaker syncs to <CheckpointConfig URI>/<job name>/)")
+    # Not under the checkpoint folder on SageMaker: a tuning job's CheckpointConfig URI is shared by its jobs, and
+    # SageMaker copies all of it into every job it starts, so each would download its siblings' feature caches.
+    add("--feature-cache-dir", "--feature_cache_dir", dest="feature_cache_dir",
+        default=SAGEMAKER_FEATURE_CACHE if _on_sagemaker() else "",
+        help="head mode: where backbone features are cached (empty: <checkpoint-dir>/features; on SageMaker "
+             f"{SAGEMAKER_FEATURE_CACHE}, which SageMaker does not sync)")
     add("--archive", default="", help="also write model.tar.gz of the model directory here (empty: do not)")
     add("--arch", choices=ARCHITECTURES, default="resnet50", help="backbone")
     add("--weights", choices=WEIGHT_CHOICES, default="imagenet",
