@@ -187,12 +187,16 @@ def check_checkov(directory=TERRAFORM_DIR, report_path=None):
     return CheckResult("checkov", "ok", f"{counts}, each with its reason")
 
 
-def _offline_provider():
-    """terraform/offline_provider/provider.py, loaded by path like this file is (it is no package)."""
-    spec = importlib.util.spec_from_file_location("offline_provider", OFFLINE_PROVIDER)
+def load_file(path, name):
+    """A Python file of this folder loaded as a module by its path: they are scripts, not a package."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_offline_provider():
+    return load_file(OFFLINE_PROVIDER, "offline_provider")
 
 
 def terraform_platform(binary):
@@ -206,7 +210,7 @@ def terraform_platform(binary):
 def use_offline_provider(binary, scratch, env):
     """Install the schema-only provider as a filesystem mirror in `scratch` and point a CLI configuration there
     (never the user's ~/.terraformrc); returns the environment for terraform and the version it offers."""
-    provider = _offline_provider()
+    provider = load_offline_provider()
     mirror, version = provider.install(Path(scratch) / "offline-provider", terraform_platform(binary))
     config = Path(scratch) / "offline-provider.tfrc"
     config.write_text(provider.cli_config(mirror))

@@ -3,7 +3,6 @@ the committed schema, the plugin itself spoken to over gRPC with Terraform's aut
 validating configurations against it."""
 
 import base64
-import importlib.util
 import json
 import os
 import ssl
@@ -14,22 +13,16 @@ from pathlib import Path
 import grpc
 import pytest
 
+from terraform import lint  # the repository root is on sys.path (conftest.py)
+
 REPO = Path(__file__).resolve().parent.parent
 OFFLINE = REPO / "terraform" / "offline_provider"
 # Where .ci/setup unpacks the npm package (npm pack), so that the committed schema is checked against it.
 PACKAGE = REPO / ".cache" / "cdktf-provider-aws" / "package"
 
 
-def load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-schema_tool = load(OFFLINE / "schema_from_cdktf.py", "schema_from_cdktf")
-provider = load(OFFLINE / "provider.py", "offline_provider")
-lint = load(REPO / "terraform" / "lint.py", "terraform_lint")
+schema_tool = lint.load_file(OFFLINE / "schema_from_cdktf.py", "schema_from_cdktf")
+provider = lint.load_offline_provider()
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 module plus the whole terraform test suite, with the real terraform (>= 1.7, preinstalled on the build machines) and,
 where hashicorp/aws cannot be installed, the offline schema-only provider: every run counted, none skipped."""
 
-import importlib.util
 import json
 import re
 import shutil
@@ -14,19 +13,11 @@ import pytest
 from invoke import MockContext, Result
 from invoke.exceptions import Exit
 
+from terraform import lint  # the repository root is on sys.path (conftest.py)
+
 REPO = Path(__file__).resolve().parent.parent
 TERRAFORM = REPO / "terraform"
 MODULES = ("storage", "iam", "endpoint", "autoscaling", "lambda", "ec2_training_host")
-
-
-def load_lint():
-    spec = importlib.util.spec_from_file_location("terraform_lint", TERRAFORM / "lint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lint = load_lint()
 
 
 @pytest.fixture(scope="module")
