@@ -5,9 +5,11 @@ validating configurations against it."""
 import base64
 import json
 import os
+import signal
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -145,6 +147,42 @@ def test_the_plugin_serves_the_schema_over_tls_and_refuses_what_needs_aws(plugin
                                    response_deserializer=None)
     shutdown(b"", timeout=30)
     assert process.wait(timeout=30) == 0
+
+
+PARENT = """
+import subprocess, sys
+plugin = subprocess.Popen([sys.executable, sys.argv[1]], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+print(plugin.pid, plugin.stdout.readline().strip(), flush=True)
+plugin.wait()
+"""
+
+
+def has_exited(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")  # an orphan nobody has reaped yet has exited all the same
+
+
+def test_the_plugin_exits_when_terraform_is_killed_without_shutting_it_down():
+    env = dict(os.environ, TF_PLUGIN_MAGIC_COOKIE=provider.MAGIC_COOKIE_VALUE, PLUGIN_PROTOCOL_VERSIONS="6")
+    terraform = subprocess.Popen([sys.executable, "-c", PARENT, str(OFFLINE / "provider.py")], env=env,
+                                 stdout=subprocess.PIPE, text=True)
+    pid, handshake = terraform.stdout.readline().split()
+    pid = int(pid)
+    try:
+        assert handshake.startswith("1|6|tcp|127.0.0.1:"), handshake
+        terraform.kill()  # as lint's timeout does, or a crash: no Shutdown call reaches the plugin
+        terraform.wait(timeout=30)
+        deadline = time.monotonic() + 6
+        while not has_exited(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert has_exited(pid), "the plugin outlived the terraform that started it"
+    finally:
+        terraform.stdout.close()
+        if not has_exited(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_the_plugin_refuses_to_run_outside_terraform():

@@ -34,6 +34,7 @@ NOT_AVAILABLE = ("This is the offline, schema-only hashicorp/aws provider (terra
                  "configurations and serves mock_provider tests, it cannot reach AWS. Install the real provider "
                  "(terraform init with network access) to plan or apply.")
 NESTING = {"single": 1, "list": 2, "set": 3, "map": 4, "group": 5}
+PARENT_POLL_S = 1.0
 
 
 def load_protocol():
@@ -185,8 +186,20 @@ def server_certificate():
         certificate.public_bytes(serialization.Encoding.DER)
 
 
+def stop_when_orphaned(parent, stop, interval=PARENT_POLL_S):
+    """Set `stop` once the process that started the plugin is gone. A terraform that is killed (lint's timeouts
+    kill only terraform) or crashes never calls Shutdown, and the plugin would otherwise serve forever. Polling the
+    parent's id works everywhere; Linux's PR_SET_PDEATHSIG would fire when the Go thread that started us exits."""
+    def watch():
+        while not stop.wait(interval):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def serve(schema_path, environ=os.environ, out=sys.stdout):
-    """Run as a plugin until Terraform shuts it down; the handshake line goes to `out`."""
+    """Run as a plugin until Terraform shuts it down or is gone; the handshake line goes to `out`."""
     import grpc
 
     if environ.get(MAGIC_COOKIE_KEY) != MAGIC_COOKIE_VALUE:
@@ -198,8 +211,10 @@ def serve(schema_path, environ=os.environ, out=sys.stdout):
         print(f"terraform offers plugin protocol {','.join(offered)}; this provider speaks only "
               f"{PLUGIN_PROTOCOL_VERSION}", file=sys.stderr)
         return 1
+    parent = os.getppid()
     pb = load_protocol()
     stop = threading.Event()
+    stop_when_orphaned(parent, stop)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
                          options=[("grpc.max_send_message_length", 256 << 20)])
     server.add_generic_rpc_handlers(SchemaOnlyProvider(pb, load_schema(schema_path), stop).generic_handlers())
