@@ -309,7 +309,7 @@ def check_validate_and_test(directory=TERRAFORM_DIR, candidates=None, provider="
 
 def _schema_hint(result, used):
     text = (result.stdout or "") + (result.stderr or "")
-    if "offline" in used and re.search(r"does not support (resource|data source) type", text):
+    if "offline" in used and re.search(r'does not support (resource type|data source) "', text):
         return ["hint: the offline provider's schema holds only the types the project used when it was made: run "
                 "`python terraform/offline_provider/schema_from_cdktf.py`"]
     return []

@@ -129,6 +129,20 @@ def test_a_failing_terraform_test_run_fails_the_step_and_is_named(tmp_path):
     assert not (tmp_path / ".terraform").exists(), "lint works on a copy"
 
 
+@pytest.mark.parametrize("block", ['resource "aws_sqs_queue" "this" {}', 'data "aws_sqs_queue" "this" {}'])
+def test_a_type_missing_from_the_offline_schema_fails_validate_with_how_to_regenerate_it(tmp_path, block):
+    # A real hashicorp/aws type the project does not use, so aws-schema.json does not carry it.
+    assert "aws_sqs_queue" not in lint.load_offline_provider().load_schema()["resources"]
+    (tmp_path / "versions.tf").write_text(SMALL_CONFIGURATION["versions.tf"])
+    (tmp_path / "main.tf").write_text(block + "\n")
+    result = lint.check_validate_and_test(directory=tmp_path, provider="offline")
+    assert result.status == "failed"
+    assert result.message.startswith("terraform validate of root: Error: Invalid "), result.render()
+    assert any('does not support' in detail and '"aws_sqs_queue"' in detail for detail in result.details), result.details
+    assert any(detail.startswith("hint:") and "schema_from_cdktf.py" in detail for detail in result.details), \
+        result.details
+
+
 def test_setup_finds_the_terraform_to_test_with_or_says_in_one_line_there_is_none():
     found = subprocess.run([sys.executable, str(TERRAFORM / "lint.py"), "--find-terraform"], capture_output=True,
                            text=True, timeout=120)
