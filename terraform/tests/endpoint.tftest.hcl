@@ -138,8 +138,25 @@ run "blue_green_with_rollback_alarms" {
   }
 }
 
-# Each value within its own bounds, but the waits (2 x 3600 s for a canary, plus 3600 s) outlast the timeout:
-# SageMaker would refuse the update only when a model is deployed.
+# AWS documents that MaximumExecutionTimeoutInSeconds "should be larger than the total waiting time specified in
+# TerminationWaitInSeconds and WaitIntervalInSeconds". Each value below is within its own bounds, and the
+# documented sum is not: 3600 s + 3600 s is not below the 7200 s timeout.
+run "refuses_a_timeout_no_longer_than_the_documented_waits" {
+  command = plan
+
+  module {
+    source = "./modules/endpoint"
+  }
+
+  variables {
+    blue_green = { enabled = true, wait_interval = 3600, termination_wait = 3600, maximum_execution_timeout = 7200 }
+  }
+
+  expect_failures = [var.blue_green]
+}
+
+# The project's stricter reading: the deployment waits wait_interval after each traffic shift. The documented sum
+# (3600 s + 3600 s) is below the 10800 s timeout, but a canary's real waits (2 x 3600 s, plus 3600 s) are not.
 run "refuses_a_timeout_shorter_than_the_waits" {
   command = plan
 
@@ -162,7 +179,7 @@ run "refuses_linear_steps_whose_waits_outlast_the_timeout" {
   }
 
   variables {
-    # 100 / 10 = 10 shifts of 600 s each, plus 600 s: 6600 s > 3600 s.
+    # 100 / 10 = 10 shifts of 600 s each, plus 600 s: 6600 s > 3600 s (the documented sum is only 1200 s).
     blue_green = { enabled = true, traffic_routing = "LINEAR", linear_step_percent = 10, wait_interval = 600, termination_wait = 600 }
   }
 

@@ -182,9 +182,10 @@ variable "blue_green" {
     (ALL_AT_ONCE, CANARY with canary_percent of capacity first, or LINEAR in steps of linear_step_percent), watches two
     alarms this module creates (5XX errors >= error_threshold in a minute; average model latency > latency_threshold_ms)
     for wait_interval seconds per step, and rolls back if either fires. wait_interval and termination_wait in seconds
-    (0-3600), maximum_execution_timeout in seconds (600-28800), and longer than all the waits together: wait_interval
-    after each traffic shift (1 for ALL_AT_ONCE, 2 for CANARY, 100 / linear_step_percent rounded up for LINEAR)
-    plus termination_wait.
+    (0-3600), maximum_execution_timeout in seconds (600-28800). AWS documents that the timeout "should be larger than
+    the total waiting time specified in TerminationWaitInSeconds and WaitIntervalInSeconds"; this module counts the
+    deployment's real total wait, so the timeout must be longer than wait_interval after each traffic shift (1 for
+    ALL_AT_ONCE, 2 for CANARY, 100 / linear_step_percent rounded up for LINEAR) plus termination_wait.
   EOT
   type = object({
     enabled                   = optional(bool, false)
@@ -215,14 +216,18 @@ variable "blue_green" {
   }
 
   validation {
-    # SageMaker's own rule across the bounds above: the deployment's timeout must be longer than its waits.
+    # AWS documents only this (MaximumExecutionTimeoutInSeconds in botocore's sagemaker service model): "Note that the
+    # timeout value should be larger than the total waiting time specified in TerminationWaitInSeconds and
+    # WaitIntervalInSeconds." The deployment waits wait_interval after each traffic shift, so the project's stricter
+    # reading counts it once per shift: a timeout that only passes AWS's sum could end a canary or linear deployment
+    # while it is still waiting.
     condition = !var.blue_green.enabled || try(
       var.blue_green.maximum_execution_timeout > var.blue_green.termination_wait + var.blue_green.wait_interval * (
         var.blue_green.traffic_routing == "LINEAR" ? ceil(100 / var.blue_green.linear_step_percent) :
         var.blue_green.traffic_routing == "CANARY" ? 2 : 1
       ),
     false)
-    error_message = "blue_green: maximum_execution_timeout (${var.blue_green.maximum_execution_timeout} s) must be longer than wait_interval after each traffic shift plus termination_wait; raise it or shorten the waits."
+    error_message = "blue_green: maximum_execution_timeout (${var.blue_green.maximum_execution_timeout} s) must be longer than the deployment's total wait, wait_interval after each traffic shift plus termination_wait (AWS documents that it should be larger than termination_wait and wait_interval together; this module counts each shift's wait); raise it or shorten the waits."
   }
 
   validation {
