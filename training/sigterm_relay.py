@@ -6,7 +6,8 @@ starts train.py, or torchrun_driver.py, which starts torchrun); bash has no hand
 there, and the driver would not forward it either. The job's command therefore execs this relay as PID 1
 (aws/sagemaker_jobs.py). It runs the driver and, on SIGTERM, signals the driver's children: train.py, which
 checkpoints and exits, or torchrun, which signals every rank. The driver itself keeps running to relay their log
-and exit status.
+and exit status. As PID 1 the relay also inherits every orphaned process of the container; it reaps them (waits for
+each), or they would stay zombies until the container ends.
 
     python training/sigterm_relay.py python /opt/ml/input/data/sm_drivers/distributed_drivers/torchrun_driver.py
 """
@@ -31,6 +32,23 @@ def children_of(pid):
     return found
 
 
+def wait_reaping(pid):
+    """`pid`'s exit code (Popen's: -N when killed by signal N), reaping every other child that ends meanwhile or has
+    ended by then."""
+    while True:
+        ended, status = os.waitpid(-1, 0)
+        if ended == pid:
+            break
+    while True:
+        try:
+            ended, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:      # no children left
+            break
+        if ended == 0:                 # only running ones left
+            break
+    return os.waitstatus_to_exitcode(status)
+
+
 def main(argv):
     if not argv:
         print("usage: sigterm_relay.py COMMAND [ARG ...]", file=sys.stderr)
@@ -45,7 +63,7 @@ def main(argv):
                 pass
 
     signal.signal(signal.SIGTERM, relay)
-    status = launcher.wait()
+    status = launcher.returncode = wait_reaping(launcher.pid)
     return 128 - status if status < 0 else status      # killed by a signal: the shell's 128 + signal number
 
 
