@@ -67,6 +67,18 @@ def _entry(request):
     return spec["ContainerEntrypoint"] + spec.get("ContainerArguments", [])
 
 
+def _stopped_after_epoch_1(container, command, stop_timeout_s):
+    """Run `command` as PID 1 and SIGTERM it once epoch 1 is logged; its exit status, None if still running after
+    `stop_timeout_s`."""
+    container.start(command)
+    try:
+        assert container.wait_for_line("epoch=1 ", CONTAINER_TIMEOUT_S), container.log()
+        container.stop()
+        return container.wait(stop_timeout_s)
+    finally:
+        container.close()
+
+
 def _metrics_logged(log):
     """What SageMaker's metric definitions read from the job's log: {metric name: [values]}."""
     return {d["Name"]: [float(v) for v in re.findall(d["Regex"], log)] for d in sagemaker_jobs.METRIC_DEFINITIONS}
@@ -83,13 +95,7 @@ def test_a_spot_training_job_checkpoints_on_sigterm_to_pid_1_and_its_restart_fin
     container = _training_container(tmp_path / "ml", request)
 
     # The spot interruption: SIGTERM to the container's PID 1 once the first epoch is done.
-    container.start(_entry(request))
-    try:
-        assert container.wait_for_line("epoch=1 ", CONTAINER_TIMEOUT_S), container.log()
-        container.stop()
-        status = container.wait(STOP_TIMEOUT_S)
-    finally:
-        container.close()
+    status = _stopped_after_epoch_1(container, _entry(request), STOP_TIMEOUT_S)
     interrupted = container.log()
     assert status is not None, f"SIGTERM to PID 1 did not stop training within {STOP_TIMEOUT_S} s:\n{interrupted}"
     assert "SIGTERM: " in interrupted and f"epoch={EPOCHS} " not in interrupted, interrupted
@@ -155,13 +161,7 @@ def test_a_tuning_job_trains_through_the_sagemaker_training_toolkit_where_sigter
                                   hyperparameters={**static, **picked, "_tuning_objective_metric": "valid:loss"})
     container.path("/opt/ml/input/sourcedir.tar.gz").write_bytes(_objects(archive_uri)[""])
 
-    container.start(container.image_entrypoint())
-    try:
-        assert container.wait_for_line("epoch=1 ", CONTAINER_TIMEOUT_S), container.log()
-        container.stop()
-        status = container.wait(CONTAINER_TIMEOUT_S)
-    finally:
-        container.close()
+    status = _stopped_after_epoch_1(container, container.image_entrypoint(), CONTAINER_TIMEOUT_S)
     log = container.log()
     assert status == 0 and "SIGTERM: " not in log and f"epoch={EPOCHS} " in log, log
     command = next(line for line in log.splitlines() if "training/train.py" in line and "--" in line)
