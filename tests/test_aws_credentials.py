@@ -8,6 +8,7 @@ from invoke.exceptions import Exit
 
 import aws.session
 from aws import data_sync, deployment, ec2_training, sagemaker_jobs
+from serving_testlib import free_port
 from test_aws_support import aws_credentials, make_context, moto_account  # noqa: F401 (fixtures)
 
 ENTRY_POINTS = {
@@ -60,21 +61,12 @@ def test_an_unknown_profile_is_named_in_the_message(no_credentials, tmp_path):
         deployment.status(c)
 
 
-def closed_port():
-    """A loopback port nothing listens on: a connection there is refused at once."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def aws_unreachable(monkeypatch):
     """Credentials that would do, and every AWS endpoint on a loopback port nothing answers."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNREACHABLE00000")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unreachable")
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there: refused at once
     monkeypatch.setenv("AWS_ENDPOINT_URL", url)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     aws.session._session.cache_clear()
@@ -101,7 +93,7 @@ def test_aws_unreachable_in_the_middle_of_a_task_stops_it_with_one_line(moto_acc
 
     create_bucket(objects=["data/dogImages/train/a/1.jpg"])
     c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role())
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", url)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     with pytest.raises(Exit) as stopped:

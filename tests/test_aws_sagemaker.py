@@ -5,8 +5,6 @@ import json
 import os
 import re
 import tarfile
-import types
-from pathlib import Path
 
 import boto3
 import pytest
@@ -14,8 +12,8 @@ from invoke.exceptions import Exit
 
 from aws import sagemaker_jobs
 from aws.session import boto_session
-from test_aws_support import (BUCKET, REGION, RequestRecorder, create_bucket, create_role, make_context,  # noqa: F401
-                              moto_account, aws_credentials)
+from test_aws_support import (BUCKET, REGION, RequestRecorder, answer, create_bucket, create_role,  # noqa: F401
+                              make_context, moto_account, aws_credentials, refuse)
 
 DATA = ["data/dogImages/train/001.Affenpinscher/a.jpg", "data/dogImages/valid/001.Affenpinscher/b.jpg"]
 
@@ -76,11 +74,13 @@ def test_a_job_on_four_instances_runs_train_py_under_torchrun_on_spot_with_check
     assert recorded["training_job"] == job["TrainingJobName"]
 
 
-def test_a_single_instance_job_runs_the_script_directly_and_on_demand(account):
+def test_a_single_instance_job_runs_the_script_directly_and_on_demand(account, aws_requests_match_the_service_model):
     import tasks
 
     c, requests, _ = account
     tasks.train(c, target="sagemaker")
+    # the service-model check (conftest.py) saw the SDK's own requests, not only ours
+    assert {"sagemaker CreateTrainingJob", "s3 PutObject"} <= set(aws_requests_match_the_service_model.checked)
 
     job = boto3.client("sagemaker", region_name=REGION).describe_training_job(
         TrainingJobName=requests.of("CreateTrainingJob")[0]["TrainingJobName"])
@@ -250,15 +250,6 @@ def test_first_use_bootstraps_storage_and_iam_with_terraform_then_reuses_its_rol
     assert pinned_workspace(terraform_dir).state_version() == applied
 
 
-def aws_answers(status, parsed):
-    """What a before-call hook returns to stand for AWS's answer."""
-    return types.SimpleNamespace(status_code=status, headers={}), parsed
-
-
-def refuse(code, message):
-    return lambda **_: aws_answers(400, {"Error": {"Code": code, "Message": message}})
-
-
 def test_two_tuning_runs_in_the_same_minute_get_distinct_names_within_32_characters(account):
     c, requests, _ = account
     _best_job_of_moto(BUCKET)
@@ -304,7 +295,7 @@ def test_a_tuning_job_name_in_use_stops_with_one_line(account):
         "name)")
 
 
-def test_a_training_job_aws_refuses_stops_with_one_line(account):
+def test_a_training_job_aws_refuses_stops_with_one_line(account, tmp_path):
     c, requests, role = account
     boto_session(c).events.register("before-call.sagemaker.CreateTrainingJob", refuse(
         "ValidationException", f"Could not assume role {role}. Please ensure that the role exists and allows "
@@ -315,11 +306,7 @@ def test_a_training_job_aws_refuses_stops_with_one_line(account):
         f"SageMaker training: AWS refused CreateTrainingJob (ValidationException: Could not assume role {role}.")
     assert stopped.value.message.endswith("): fix what AWS names and run the task again")
     assert "\n" not in stopped.value.message
-    assert not (tmp_path_of(c) / "model_uri.json").exists()
-
-
-def tmp_path_of(c):
-    return Path(c.config.aws.model_record).parent
+    assert not (tmp_path / "model_uri.json").exists()
 
 
 def test_every_training_job_of_a_spot_tuning_job_checkpoints_to_its_own_prefix(account, monkeypatch):
@@ -367,7 +354,7 @@ def iam_simulator(account, monkeypatch):
                          key=lambda key: int(key.rsplit(".", 1)[1]))
         actions = [body[key] for key in members]
         simulated.append(actions)
-        return aws_answers(200, {"EvaluationResults": [
+        return answer({"EvaluationResults": [
             {"EvalActionName": action, "EvalResourceName": "*",
              "EvalDecision": "allowed" if action in TERRAFORM_ROLE_ALLOWS else "implicitDeny"} for action in actions],
             "IsTruncated": False})

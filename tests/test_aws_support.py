@@ -9,6 +9,7 @@ import copy
 import json
 import shutil
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,13 @@ def create_bucket(name=BUCKET, objects=()):
     for key in objects:
         s3.put_object(Bucket=name, Key=key, Body=b"x")
     return s3
+
+
+def answer(parsed, status=200):
+    """What a before-call hook returns to stand for AWS's answer: botocore sends nothing and takes `parsed`."""
+    return types.SimpleNamespace(status_code=status, headers={}), parsed
+
+
+def refuse(code, message):
+    """A before-call hook for AWS refusing the call: botocore raises ClientError with `code` and `message`."""
+    return lambda **_: answer({"Error": {"Code": code, "Message": message}}, status=400)
