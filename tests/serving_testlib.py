@@ -60,6 +60,18 @@ class ImageServer:
             def log_message(self, *args):
                 pass
 
+            def do_HEAD(self):
+                """A plain route's status and headers without its body (curl --head asks the size so)."""
+                server.requests.append((self.path, self.headers.get("Host")))
+                route = server.routes.get(self.path)
+                status, headers, body = route if isinstance(route, tuple) else (404, {}, b"")
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                if "Content-Length" not in headers:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+
             def do_GET(self):
                 server.requests.append((self.path, self.headers.get("Host")))
                 if self.path.startswith("/hang/"):

@@ -182,34 +182,20 @@ def run_as_the_ssm_agent_does(script, folder, env):
 
 
 @pytest.fixture
-def data_archive_url(tiny_image_folder, tmp_path):
-    """The tiny data set as a zip on a loopback HTTP server (what DATA_URL points the host at). Not serving_testlib's
-    ImageServer: ec2-data-download.sh asks HEAD for the size first, which it does not answer."""
-    import functools
-    import http.server
-    import threading
+def data_archive_url(tiny_image_folder):
+    """The tiny data set as a zip on a loopback HTTP server (what DATA_URL points the host at)."""
     import zipfile
 
-    served = tmp_path / "served"
-    served.mkdir()
-    with zipfile.ZipFile(served / "dogImages.zip", "w") as archive:
+    from serving_testlib import ImageServer
+
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as archive:
         for path in sorted(tiny_image_folder.rglob("*")):
             if path.is_file():
                 archive.write(path, f"dogImages/{path.relative_to(tiny_image_folder)}")
-
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(QuietHandler, directory=str(served)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/dogImages.zip"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with ImageServer() as server:
+        server.image("/dogImages.zip", zipped.getvalue(), content_type="application/zip")
+        yield server.url("/dogImages.zip")
 
 
 def test_the_steps_run_under_dash_as_the_ssm_agent_runs_them_and_upload_a_trained_model(tmp_path, data_archive_url):
