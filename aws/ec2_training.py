@@ -18,7 +18,7 @@ import botocore.exceptions
 from invoke.exceptions import Exit
 
 from aws.model_record import latest_model, record_model
-from aws.session import aws_error_line, client, poll_until, require_credentials, s3_uri, setting, stops_with_one_line
+from aws.session import client, poll_until, require_credentials, s3_uri, setting, stops_with_one_line
 from aws.terraform import TerraformError
 
 DEFAULT_TARGETS = ("module.storage", "module.iam", "module.ec2_training_host")
@@ -216,8 +216,6 @@ def _tear_down(c, identity, ws, instance_id):
     try:
         set_training_host(c, identity, ws, enabled=False)
         print(f"host {instance_id or '(none)'} destroyed")
-    # do not hide why the run stopped (an error here would replace it); say what is left running
-    except (Exit, botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
-        reason = error.message if isinstance(error, Exit) else aws_error_line(error)
-        print(f"could not destroy the training host {instance_id}: {reason}; "
+    except Exit as error:  # do not hide why the run stopped; say what is left running
+        print(f"could not destroy the training host {instance_id}: {error.message}; "
               "run `invoke ec2-train` again or `invoke destroy --target aws`")

@@ -119,29 +119,6 @@ def test_a_failing_step_stops_with_the_hosts_error_and_still_removes_the_host(ho
     assert state_outputs(host.terraform_dir).get("training_host_id") is None
 
 
-def test_an_aws_error_while_tearing_down_keeps_the_runs_own_error_and_says_what_is_left(host, monkeypatch, capsys):
-    import botocore.exceptions
-
-    boto_session(host.c).events.register("before-call.ssm.SendCommand", refuse(
-        "AccessDeniedException", "not authorized to perform: ssm:SendCommand"))
-    set_training_host = ec2_training.set_training_host
-
-    def expired_while_disabling(c, identity, ws, enabled):     # the credentials expire during the long run
-        if not enabled:
-            raise botocore.exceptions.ClientError(
-                {"Error": {"Code": "ExpiredToken", "Message": "The security token included in the request is expired"}},
-                "GetCallerIdentity")
-        return set_training_host(c, identity, ws, enabled)
-
-    monkeypatch.setattr(ec2_training, "set_training_host", expired_while_disabling)
-    with pytest.raises(Exit, match=r"^EC2 training: AWS refused SendCommand \(AccessDeniedException: not authorized"):
-        ec2_training.ec2_train(host.c)
-    printed = capsys.readouterr().out
-    assert (f"could not destroy the training host {host.instance_id}: AWS refused GetCallerIdentity (ExpiredToken: "
-            in printed), printed
-    assert printed.rstrip().endswith("run `invoke ec2-train` again or `invoke destroy --target aws`"), printed
-
-
 def test_keep_leaves_the_host_running(host):
     import tasks
 
