@@ -144,8 +144,6 @@ def _decode_base64(text):
         raise BadRequestError('"image" must be a non-empty base64 string')
     if text.startswith("data:") and "," in text:   # data:image/jpeg;base64,....
         text = text.split(",", 1)[1]
-    if len(text) > MAX_REQUEST_BYTES:
-        raise PayloadTooLargeError(f"image is larger than {MAX_IMAGE_BYTES} bytes")
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
