@@ -15,7 +15,6 @@ longer than --timeout on one request.
 import argparse
 import importlib
 import inspect
-import json
 import logging
 import os
 import shutil
@@ -33,7 +32,7 @@ logger = logging.getLogger("local.endpoint")
 DEFAULT_PROGRAM = "inference.py"
 HANDLER_FUNCTIONS = ("model_fn", "input_fn", "predict_fn", "output_fn")
 KEEPALIVE_S = 60   # longer than the function's calls are apart under any load worth keeping connections for
-INTERNAL_ERROR_BODY = json.dumps({"error": "InternalServerError", "message": "the model failed on this request"})
+ERRORS_MODULE = "inference_errors"   # code/inference_errors.py: the handler's errors and the rule both runtimes answer by
 
 
 def unpack_model_archive(archive, model_dir):
@@ -94,6 +93,7 @@ class ModelHost:
 
     def __init__(self, model_dir, program=None):
         self.module = load_handler_module(model_dir, program)
+        self.errors = importlib.import_module(ERRORS_MODULE)   # from code/, which load_handler_module put on sys.path
         self._with_context = {name: _accepts_context(getattr(self.module, name), positional)
                               for name, positional in zip(HANDLER_FUNCTIONS, (1, 2, 2, 2))}
         self.model = self._call("model_fn", str(model_dir), context=RequestContext())
@@ -109,14 +109,13 @@ class ModelHost:
             data = self._call("input_fn", body, content_type, context=context)
             prediction = self._call("predict_fn", data, self.model, context=context)
             result = self._call("output_fn", prediction, accept, context=context)
-        except Exception as error:  # the toolkit's rule: a status-carrying error is the client's, the rest a 500
-            status = getattr(error, "status_code", None)
-            if isinstance(status, int) and 400 <= status < 600:
+        except Exception as exception:  # answered as the toolkit runtime answers it (inference_errors.client_error_of)
+            error = self.errors.client_error_of(exception)
+            if error.status_code >= 500:
+                logger.error("handler failed:\n%s", traceback.format_exc())
+            else:
                 logger.info("request refused: %s", error)
-                message = getattr(error, "message", str(error))
-                return status, message, "application/json"
-            logger.error("handler failed:\n%s", traceback.format_exc())
-            return 500, INTERNAL_ERROR_BODY, "application/json"
+            return error.status_code, error.message, self.errors.ERROR_CONTENT_TYPE
         if isinstance(result, tuple):
             return 200, result[0], result[1]
         return 200, result, accept or "application/json"

@@ -18,7 +18,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from inference import MAX_REQUEST_BYTES
+from inference_errors import InternalServerError
 from local import stack
+from local.endpoint_server import ModelHost
 from serving_testlib import free_port, image_bytes
 from test_reliability_bad_input import decompression_bomb, png_header_only
 
@@ -131,3 +133,17 @@ def test_both_runtimes_answer_the_containers_invocations_the_same(runtimes, body
 def test_both_runtimes_are_healthy_only_with_the_model_loaded(runtimes):
     for runtime, (url, _) in runtimes.endpoints.items():
         assert container_answer(url, "GET", "/ping")[0] == 200, runtime
+
+
+def test_the_builtin_runtime_answers_an_unforeseen_failure_with_the_handlers_own_500(tmp_path):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "failing_handler.py").write_text(
+        "def model_fn(model_dir): return None\n"
+        "def input_fn(body, content_type): return body\n"
+        "def predict_fn(data, model): raise RuntimeError('secret detail')\n"
+        "def output_fn(prediction, accept): return prediction\n")
+    host = ModelHost(tmp_path, program="failing_handler.py")
+    status, body, content_type = host.invoke(b"x", "image/jpeg", "application/json", {})
+    assert (status, content_type) == (500, "application/json")
+    assert body == InternalServerError().message and "secret" not in body
