@@ -74,13 +74,32 @@ def test_the_local_function_runs_with_terraforms_handler_settings_and_environmen
     assert environment["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == "http://127.0.0.1:18080"
 
 
-def test_the_endpoint_runtime_is_the_toolkit_where_java_11_runs_unless_set_to_builtin():
-    from local.toolkit_endpoint import MIN_JAVA, java_major_version
+def _fake_java(tmp_path, version_line):
+    """A `java` on PATH that answers -version as the real one does: on stderr."""
+    bin_dir = tmp_path / version_line.split('"')[1]
+    bin_dir.mkdir()
+    java = bin_dir / "java"
+    java.write_text(f"#!/bin/sh\necho '{version_line}' >&2\n")
+    java.chmod(0o755)
+    return bin_dir
 
-    java = java_major_version()
-    auto = endpoint_runtime(LocalSettings(state_dir=REPO_ROOT / ".state"))[0]
-    assert auto == ("toolkit" if java and java >= MIN_JAVA else "builtin")
-    assert endpoint_runtime(LocalSettings(state_dir=REPO_ROOT / ".state", endpoint_runtime="builtin"))[0] == "builtin"
+
+@pytest.mark.parametrize("version_line, major, runtime", [
+    ('java version "1.8.0_381"', 8, "builtin"),
+    ('openjdk version "11.0.20" 2023-07-18', 11, "toolkit"),
+    ('openjdk version "17.0.12" 2024-07-16', 17, "toolkit"),
+    ('openjdk version "21" 2023-09-19', 21, "toolkit"),
+])
+def test_the_endpoint_runtime_is_the_toolkit_where_java_11_runs_unless_set_to_builtin(
+        monkeypatch, tmp_path, version_line, major, runtime):
+    from local.toolkit_endpoint import java_major_version, toolkit_installed
+
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", f"{_fake_java(tmp_path, version_line)}{os.pathsep}{os.environ['PATH']}")
+    assert java_major_version() == major
+    expected = runtime if toolkit_installed() else "builtin"   # .ci/setup installs the toolkit, so CI checks both
+    assert endpoint_runtime(LocalSettings(state_dir=tmp_path))[0] == expected
+    assert endpoint_runtime(LocalSettings(state_dir=tmp_path, endpoint_runtime="builtin"))[0] == "builtin"
     assert LocalSettings.from_config({"local": {"endpoint_runtime": "builtin"}}).endpoint_runtime == "builtin"
 
 
