@@ -3,11 +3,13 @@
 The function's event parser runs in-process; the whole handler runs as Lambda runs it, in awslambdaric
 environments behind the local function server, its SageMaker Runtime a loopback fake whose answer is drawn from
 every shape the service can give (AWS is faked, our code is not). input_fn runs in-process behind FakeNetwork, so
-generated URLs resolve nowhere and nothing leaves loopback.
+generated URLs resolve nowhere and nothing leaves loopback, and, with fewer examples, on the toolkit runtime (the
+session's local stack: AWS's SageMaker toolkit on TorchServe), through the container's own /invocations.
 Example counts: RELIABILITY_PROPERTY_EXAMPLES scales them (default 1.0).
 """
 
 import base64
+import http.client
 import io
 import json
 import os
@@ -23,6 +25,7 @@ import inference
 from function_testlib import FakeSageMakerRuntime, FunctionServer, model_error, ok, service_error
 from inference_errors import InferenceError
 from local.function_zip import build_function_zip
+from local.stack import endpoint_workers
 from reliability_testlib import REPO_ROOT, FakeNetwork, write_report
 
 SCALE = float(os.environ.get("RELIABILITY_PROPERTY_EXAMPLES", "1"))
@@ -270,3 +273,51 @@ def test_input_fn_returns_an_image_or_a_typed_client_error(offline, body, conten
     assert request.image.mode == "RGB" and min(request.image.size) >= 1
     assert isinstance(request.top_k, int) and request.top_k >= 1
     assert offline.outside_connections() == []
+
+
+# Header values http.client can send (printable ASCII): anything else never reaches a server as a header.
+header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30)
+sendable_content_types = st.one_of(content_types.filter(lambda value: value is None or value.isascii() and
+                                                        value.isprintable()), header_text)
+sendable_custom_attributes = st.one_of(custom_attributes.filter(lambda value: value is None or value.isascii() and
+                                                                value.isprintable()), header_text)
+
+
+def post_invocations(endpoint_url, body, headers):
+    host, port = endpoint_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=70)
+    try:
+        connection.request("POST", "/invocations", body=body.encode() if isinstance(body, str) else body,
+                           headers=headers)
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type"), response.read()
+    finally:
+        connection.close()
+
+
+def test_the_toolkit_runtime_answers_generated_requests_without_a_5xx_and_keeps_its_workers(local_stack):
+    """input_fn's property on AWS's serving stack: every generated request gets a 2xx or a short JSON 4xx, never a
+    5xx (a rollback alarm's metric), and no worker dies of one."""
+    record = json.loads((local_stack.settings.state_dir / "stack.json").read_text())["endpoint"]
+    assert record["runtime"] == "toolkit"
+    workers = sorted(endpoint_workers(record).items())
+    assert workers and all(loaded for _, loaded in workers), workers
+
+    @examples(40)
+    @given(body=bodies, content_type=sendable_content_types, attributes=sendable_custom_attributes)
+    def answers_well_formed(body, content_type, attributes):
+        counted("endpoint /invocations on the toolkit runtime")
+        headers = {"Content-Type": content_type} if content_type is not None else {}
+        if attributes is not None:
+            headers["X-Amzn-SageMaker-Custom-Attributes"] = attributes
+        status, answer_type, answer = post_invocations(local_stack.settings.endpoint_url, body, headers)
+        assert status < 500, (status, answer)
+        assert answer_type == "application/json", (status, answer_type, answer)
+        message = json.loads(answer)
+        if status >= 400:
+            assert set(message) == {"error", "message"} and all(isinstance(v, str) for v in message.values())
+        else:
+            assert status == 200 and isinstance(message["predictions"], list)
+
+    answers_well_formed()
+    assert sorted(endpoint_workers(record).items()) == workers
