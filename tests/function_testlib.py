@@ -19,12 +19,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
+import pytest
 from botocore.config import Config
 
+from local.function_zip import build_function_zip
 from serving_testlib import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_NAME = "dog-breeds-test"
+ENDPOINT_NAME = "dog-breeds-test"   # what the fake endpoint is called by the function under test
+ENDPOINT_READ_TIMEOUT_S = 1   # the handler's setting here, so that a silent endpoint costs seconds, not minutes
 
 
 class FakeSageMakerRuntime:
@@ -164,3 +168,24 @@ def invoke(client, event, **arguments):
     response = client.invoke(FunctionName=FUNCTION_NAME, Payload=json.dumps(event).encode(), **arguments)
     assert response["StatusCode"] == 200 and response["ExecutedVersion"] == "$LATEST"
     return response.get("FunctionError"), json.loads(response["Payload"].read())
+
+
+# Fixtures for a test module to import: the function zip in awslambdaric environments, calling a fake endpoint.
+
+@pytest.fixture(scope="module")
+def endpoint():
+    """The loopback SageMaker Runtime the function server's handler calls."""
+    with FakeSageMakerRuntime() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def function_server(tmp_path_factory, endpoint):
+    """A FunctionServer running the function zip with the environment Terraform gives it, pointed at `endpoint`."""
+    root = tmp_path_factory.mktemp("function-on-fake-endpoint")
+    server = FunctionServer(root, build_function_zip(root / "function.zip"), environment={
+        "ENDPOINT_NAME": ENDPOINT_NAME, "LOG_LEVEL": "INFO", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint.url,
+        "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+        "ENDPOINT_READ_TIMEOUT_S": str(ENDPOINT_READ_TIMEOUT_S), "ENDPOINT_CONNECT_TIMEOUT_S": "1"})
+    yield server
+    server.stop()

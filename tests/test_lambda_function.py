@@ -19,14 +19,13 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from function_testlib import FakeSageMakerRuntime, FunctionServer, invoke, model_error, ok, service_error
-from local.function_zip import build_function_zip
+from function_testlib import (ENDPOINT_NAME, ENDPOINT_READ_TIMEOUT_S, endpoint, function_server,  # noqa: F401
+                              invoke, model_error, ok, service_error)
 
 LAMBDA_FILE = Path(__file__).resolve().parent.parent / "lambda" / "lambda_function.py"
-ENDPOINT = "dog-breeds-test"
+ENDPOINT = ENDPOINT_NAME
 IMAGE = b"\xff\xd8\xff\xe0 pretend jpeg"
 ANSWER = {"model_version": "abc123", "predictions": [{"class_name": "Pug", "index": 1, "probability": 0.9}]}
-ENDPOINT_READ_TIMEOUT_S = 1   # the environments' setting here, so that a silent endpoint costs seconds, not minutes
 
 
 class Context:
@@ -49,25 +48,8 @@ def module():
 
 
 @pytest.fixture(scope="module")
-def endpoint():
-    with FakeSageMakerRuntime() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, endpoint):
-    root = tmp_path_factory.mktemp("lambda-function")
-    running = FunctionServer(root, build_function_zip(root / "function.zip"), environment={
-        "ENDPOINT_NAME": ENDPOINT, "LOG_LEVEL": "INFO", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint.url,
-        "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
-        "ENDPOINT_READ_TIMEOUT_S": str(ENDPOINT_READ_TIMEOUT_S), "ENDPOINT_CONNECT_TIMEOUT_S": "1"})
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return server.client()
+def client(function_server):
+    return function_server.client()
 
 
 @pytest.fixture
@@ -226,11 +208,11 @@ def test_an_unreachable_endpoint_is_a_502(module, monkeypatch):
     assert module.lambda_handler({"url": "https://dogs.example/x.jpg"}, Context())["statusCode"] == 502
 
 
-def test_logs_are_json_lines_with_the_request_id_in_lambdas_log_format(function, server):
-    response = server.client().invoke(FunctionName="dog-breeds-test",
+def test_logs_are_json_lines_with_the_request_id_in_lambdas_log_format(function, function_server):
+    response = function_server.client().invoke(FunctionName="dog-breeds-test",
                                       Payload=json.dumps({"url": "https://dogs.example/pug.jpg"}).encode())
     request_id = response["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
-    lines = [line.split("\t") for line in server.log().splitlines() if f"\t{request_id}\t" in line]
+    lines = [line.split("\t") for line in function_server.log().splitlines() if f"\t{request_id}\t" in line]
     assert [fields[0] for fields in lines] == ["[INFO]", "[INFO]"]   # awslambdaric's level, time, request id
     records = [json.loads(fields[3]) for fields in lines]
     assert [r["message"] for r in records] == ["invoking endpoint", "prediction returned"]

@@ -22,9 +22,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import inference
-from function_testlib import FakeSageMakerRuntime, FunctionServer, model_error, ok, service_error
+from function_testlib import endpoint, function_server, model_error, ok, service_error  # noqa: F401 (fixtures)
 from inference_errors import InferenceError
-from local.function_zip import build_function_zip
 from local.stack import endpoint_workers
 from reliability_testlib import REPO_ROOT, FakeNetwork, write_report
 
@@ -153,20 +152,9 @@ def lambda_function():
 
 
 @pytest.fixture(scope="module")
-def endpoint():
-    with FakeSageMakerRuntime() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def function_client(tmp_path_factory, endpoint):
+def function_client(function_server):
     """A lambda client for the function zip running in awslambdaric environments, calling the fake endpoint."""
-    root = tmp_path_factory.mktemp("property-function")
-    server = FunctionServer(root, build_function_zip(root / "function.zip"), environment={
-        "ENDPOINT_NAME": "dog-breeds-test", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint.url,
-        "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "ENDPOINT_READ_TIMEOUT_S": "2"})
-    yield server.client()
-    server.stop()
+    return function_server.client()
 
 
 def _wire(answer):
