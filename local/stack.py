@@ -262,8 +262,65 @@ def _reap(pid):
         pass
 
 
+# What the stack runs besides our servers: TorchServe's CLI, its Java frontend and its Python workers. Their command
+# lines name the state folder too (the config file, the workers' sockets), and the frontend is not a group leader.
+TORCHSERVE_PROGRAMS = ("torchserve", "org.pytorch.serve.ModelServer", "ts/model_service_worker.py")
+
+
+def stack_processes(settings):
+    """Live pids of every process of this state folder's stack, whichever process group it is in."""
+    state_dir = str(Path(settings.state_dir).resolve())
+    programs = (*SERVER_MODULES.values(), *ENDPOINT_RUNTIMES.values(), *TORCHSERVE_PROGRAMS)
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        text = b" ".join(_cmdline(entry.name) or ()).decode(errors="replace")
+        if state_dir in text and any(program in text for program in programs) and int(entry.name) != os.getpid() \
+                and _state_of(entry.name) not in (None, "Z"):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _state_of(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _stop_stragglers(settings, timeout_s=STOP_TIMEOUT_S):
+    """SIGTERM, then SIGKILL after timeout_s, each process of the stack the stop of its groups left, until none is left.
+
+    A group is stopped through its leader, found by its command line: a group whose leader had already exited
+    (a server that failed during start, once its children outlive it) is found by no one, and nothing else
+    signals or waits for its other members.
+    A scan of /proc misses a child forked after it listed /proc by a parent that exited before it was read (as
+    TorchServe's CLI starts the Java frontend and exits): the scan after an empty one sees it.
+    """
+    while (left := stack_processes(settings)) or (left := stack_processes(settings)):
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(_state_of(pid) not in (None, "Z") for pid in left):
+            for pid in left:
+                _reap(pid)
+            time.sleep(0.05)
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while any(_state_of(pid) not in (None, "Z") for pid in left):
+            for pid in left:
+                _reap(pid)
+            time.sleep(0.05)
+
+
 def stop_all(settings):
-    """Stop every process of the stack (recorded or orphaned) and forget them; returns what was stopped."""
+    """Stop every process of the stack (recorded or orphaned) and forget them; returns what was stopped.
+    Returns only once no process of the stack is left."""
     state = read_state(settings)
     stopped = []
     for component in COMPONENTS:
@@ -274,6 +331,8 @@ def stop_all(settings):
     if Path("/proc").is_dir():
         stopped.extend(orphan for orphan in _orphans(settings) if orphan not in stopped)
     _stop_groups([pid for _component, pid in stopped])
+    if Path("/proc").is_dir():
+        _stop_stragglers(settings)
     _state_path(settings).unlink(missing_ok=True)
     return stopped
 
