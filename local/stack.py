@@ -157,16 +157,7 @@ def _group_alive(pgid):
         return False
     except PermissionError:
         return True
-    if not Path("/proc").is_dir():
-        return True
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":   # fields after the name: state, ppid, pgrp
-            return True
-    return False
+    return not Path("/proc").is_dir() or bool(group_processes(pgid))
 
 
 def group_processes(pgid):
@@ -177,7 +168,7 @@ def group_processes(pgid):
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
+        if int(fields[2]) == pgid and fields[0] != "Z":   # fields after the name: state, ppid, pgrp
             found.append(int(stat.parent.name))
     return sorted(found)
 
