@@ -64,7 +64,9 @@ class ImageServer:
                 """A plain route's status and headers without its body (curl --head asks the size so)."""
                 server.requests.append((self.path, self.headers.get("Host")))
                 route = server.routes.get(self.path)
-                status, headers, body = route if isinstance(route, tuple) else (404, {}, b"")
+                self.send_status_and_headers(*(route if isinstance(route, tuple) else (404, {}, b"")))
+
+            def send_status_and_headers(self, status, headers, body):
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -91,12 +93,7 @@ class ImageServer:
                     route(self)
                     return
                 status, headers, body = route
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                if "Content-Length" not in headers:
-                    self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
+                self.send_status_and_headers(status, headers, body)
                 try:
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
