@@ -34,7 +34,6 @@ IMAGE_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "application/x-i
 ACCEPTS_JSON = ("", "*/*", "application/*", JSON_CONTENT_TYPE)
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 DEFAULT_TOP_K = 5
-MAX_IMAGE_BYTES = 10 * 1024 * 1024      # a decoded image, also one fetched by URL
 # The one request size limit: what SageMaker Runtime's InvokeEndpoint accepts (botocore's model: Body max 6291456),
 # so nothing larger ever reaches the container. The container environment (terraform/modules/endpoint) sets
 # TorchServe's TS_MAX_REQUEST_SIZE, and the local endpoints their limit, to this same number.
@@ -184,8 +183,6 @@ def input_fn(input_data, content_type, context=None):
         shown = media_type or "none"
         raise UnsupportedMediaTypeError(f"content type {shown} is not supported; send {JSON_CONTENT_TYPE} or "
                                         f"one of {', '.join(IMAGE_CONTENT_TYPES)}")
-    if len(image_bytes) > MAX_IMAGE_BYTES:
-        raise PayloadTooLargeError(f"image is {len(image_bytes)} bytes, the limit is {MAX_IMAGE_BYTES}")
     if top_k is None:
         top_k = _top_k_from_custom_attributes(context) or DEFAULT_TOP_K
     return ImageRequest(image=decode_image(image_bytes, _decode_min_side), top_k=top_k)

@@ -182,3 +182,20 @@ def test_a_non_public_ipv4_address_stays_refused_inside_any_ipv6_form(address):
 def test_public_ipv4_addresses_are_exactly_the_global_unicast_ones(value):
     address = ipaddress.IPv4Address(value)
     assert is_public_address(address) == (address.is_global and not address.is_multicast)
+
+
+def test_image_fetch_max_bytes_is_the_one_cap_of_a_fetched_image(monkeypatch):
+    """A URL's image larger than the default 10 MiB passes when IMAGE_FETCH_MAX_BYTES allows it: input_fn caps
+    it no second time."""
+    from inference import input_fn
+    from serving_testlib import image_bytes
+
+    large = image_bytes() + b"\0" * (11 * 1024 * 1024)     # a JPEG with padding after its end: still decodes
+    monkeypatch.setenv("IMAGE_FETCH_ALLOW_NETWORKS", "127.0.0.1/32")
+    with ImageServer() as server:
+        server.image("/large.jpg", large)
+        body = f'{{"url": "{server.url("/large.jpg")}"}}'
+        with pytest.raises(PayloadTooLargeError):
+            input_fn(body, "application/json")
+        monkeypatch.setenv("IMAGE_FETCH_MAX_BYTES", str(12 * 1024 * 1024))
+        assert input_fn(body, "application/json").image.size == (160, 120)
