@@ -53,4 +53,9 @@ run "a_locked_down_host_invoke_can_find" {
     condition     = length(aws_security_group.this.ingress) == 0 && aws_security_group.this.vpc_id == "vpc-0123456789abcdef0"
     error_message = "The host accepts no inbound traffic, in the default VPC."
   }
+
+  assert {
+    condition     = [for rule in aws_security_group.this.egress : [rule.from_port, rule.to_port, rule.protocol]] == [[443, 443, "tcp"]]
+    error_message = "The host may only open HTTPS connections."
+  }
 }

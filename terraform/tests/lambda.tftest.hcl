@@ -27,8 +27,8 @@ run "calls_the_endpoint_with_a_reserved_concurrency_of_10" {
   }
 
   assert {
-    condition     = aws_lambda_function.this.environment[0].variables["ENDPOINT_NAME"] == "dog-breeds"
-    error_message = "The function must call its endpoint."
+    condition     = aws_lambda_function.this.environment[0].variables == tomap({ ENDPOINT_NAME = "dog-breeds", LOG_LEVEL = "INFO" })
+    error_message = "The function's environment holds only its endpoint's name and its log level."
   }
 
   assert {
@@ -49,6 +49,53 @@ run "calls_the_endpoint_with_a_reserved_concurrency_of_10" {
   assert {
     condition     = aws_lambda_function.this.logging_config[0].log_group == aws_cloudwatch_log_group.this.name && aws_cloudwatch_log_group.this.name == "/aws/lambda/dog-breeds"
     error_message = "The function must log to its own log group."
+  }
+}
+
+run "extra_environment_cannot_redirect_the_function" {
+  command = plan
+
+  module {
+    source = "./modules/lambda"
+  }
+
+  variables {
+    environment = { ENDPOINT_NAME = "someone-elses-endpoint", LOG_LEVEL = "DEBUG", EXTRA = "1" }
+    log_level   = "WARNING"
+  }
+
+  assert {
+    condition     = aws_lambda_function.this.environment[0].variables == tomap({ ENDPOINT_NAME = "dog-breeds", LOG_LEVEL = "WARNING", EXTRA = "1" })
+    error_message = "ENDPOINT_NAME and LOG_LEVEL always come from their own variables."
+  }
+}
+
+run "tracing_and_a_dead_letter_queue_add_only_their_own_permissions" {
+  command = plan
+
+  module {
+    source = "./modules/lambda"
+  }
+
+  variables {
+    tracing_enabled        = true
+    dead_letter_target_arn = "arn:aws:sqs:us-east-1:123456789012:dog-breeds-dlq"
+  }
+
+  assert {
+    condition     = length(aws_iam_role_policy.optional_features) == 1 && aws_lambda_function.this.tracing_config[0].mode == "Active"
+    error_message = "Tracing must be active, with its permissions in the one optional policy."
+  }
+
+  assert {
+    condition = toset(flatten([for statement in data.aws_iam_policy_document.optional_features[0].statement : [
+      for pair in setproduct(statement.actions, statement.resources) : join(" on ", pair)
+      ]])) == toset([
+      "xray:PutTraceSegments on *",
+      "xray:PutTelemetryRecords on *",
+      "sqs:SendMessage on arn:aws:sqs:us-east-1:123456789012:dog-breeds-dlq",
+    ])
+    error_message = "X-Ray's two actions (no resource-level permissions) and sending to this one queue, nothing else."
   }
 }
 

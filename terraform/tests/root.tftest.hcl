@@ -81,6 +81,16 @@ run "defaults" {
   }
 
   assert {
+    condition     = var.autoscaling == { enabled = true, min_capacity = 1, max_capacity = 2, target_invocations_per_instance = 5, scale_in_cooldown = 30, scale_out_cooldown = 30 }
+    error_message = "Autoscaling defaults to 1 to 2 instances at 5 invocations per instance, with 30 s cooldowns."
+  }
+
+  assert {
+    condition     = var.function.reserved_concurrency == 10 && !var.function.tracing && !var.function.function_url && var.function.dead_letter_target_arn == null
+    error_message = "The function reserves a concurrency of 10, with no tracing, function URL or dead-letter target (so no extra permissions)."
+  }
+
+  assert {
     condition     = output.function_url == null
     error_message = "No function URL by default."
   }
@@ -191,6 +201,26 @@ run "rejects_a_model_url_that_is_not_an_s3_archive" {
 
   variables {
     model_data_url = "https://example.com/model.tar.gz"
+  }
+
+  expect_failures = [var.model_data_url]
+}
+
+run "rejects_a_model_url_with_text_after_the_archive_name" {
+  command = plan
+
+  variables {
+    model_data_url = "s3://dog-breeds-123456789012/models/model.tar.gz.bak"
+  }
+
+  expect_failures = [var.model_data_url]
+}
+
+run "rejects_a_model_url_without_a_bucket" {
+  command = plan
+
+  variables {
+    model_data_url = "s3:///models/model.tar.gz"
   }
 
   expect_failures = [var.model_data_url]
