@@ -110,11 +110,42 @@ def settings(env, stack_root):
                          function_port=int(env["INVOKE_LOCAL_FUNCTION_PORT"]))
 
 
+class StackUnderTest:
+    """The module's stack. Any test may stop it or leave it half-started; the next test that needs it running
+    deploys it again, so no test depends on which ran before it."""
+
+    def __init__(self, env, settings):
+        self.env, self.settings = env, settings
+        self.deploy_output = None
+
+    def deploy(self):
+        """`invoke deploy`; its output is what the running stack was deployed with."""
+        self.deploy_output = None
+        self.deploy_output = invoke(self.env, "deploy").stdout
+        return self.deploy_output
+
+    def running(self):
+        state = stack.status(self.settings)
+        return (self.deploy_output is not None and state.get("status") == "running"
+                and all(state.get(component, {}).get("healthy") for component in stack.COMPONENTS))
+
+    def up(self):
+        if not self.running():
+            self.deploy()
+        return self.deploy_output
+
+
 @pytest.fixture(scope="module")
-def deployed(env, settings):
-    result = invoke(env, "deploy")
-    yield result.stdout
+def stack_under_test(env, settings):
+    under_test = StackUnderTest(env, settings)
+    yield under_test
     invoke(env, "destroy", check=False)
+
+
+@pytest.fixture
+def deployed(stack_under_test):
+    """A running stack (deployed again if an earlier test stopped it); the output of the deploy that started it."""
+    return stack_under_test.up()
 
 
 def client(service, url):
@@ -123,12 +154,12 @@ def client(service, url):
                         config=Config(read_timeout=70, retries={"total_max_attempts": 1}, max_pool_connections=20))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def function(deployed, settings):
     return client("lambda", settings.function_url)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def endpoint(deployed, settings):
     return client("sagemaker-runtime", settings.endpoint_url)
 
@@ -150,9 +181,11 @@ def test_deploy_starts_both_servers_and_answers_through_the_function(deployed, s
     assert "local stack is up" in deployed and "smoke test through the function" in deployed
     state = state_of(settings)
     assert state["status"] == "running"
-    for component in ("endpoint", "function"):
-        assert processes_of(settings.state_dir), component
+    running = processes_of(settings.state_dir)
+    for component in stack.COMPONENTS:
+        assert state[component]["pid"] in running, f"the {component} server is not running"
         assert Path(state[component]["log"]).exists()
+    assert state["endpoint"]["pid"] != state["function"]["pid"]
     expected = os.cpu_count() if state["endpoint"]["runtime"] == "toolkit" else settings.endpoint_workers
     # /ping, and so deploy, is healthy once one worker has the model; the rest load meanwhile.
     wait_for(lambda: len(stack.endpoint_workers(state["endpoint"])) == expected
@@ -373,10 +406,10 @@ def test_a_killed_endpoint_worker_is_replaced(function, images, settings):
     wait_for(replaced, 60, "the killed worker was not replaced by one with the model loaded")
 
 
-def test_deploy_again_replaces_what_runs(deployed, env, settings, function, images):
+def test_deploy_again_replaces_what_runs(stack_under_test, settings, function, images):
     before = state_of(settings)
     old_pids = processes_of(settings.state_dir)
-    invoke(env, "deploy")
+    stack_under_test.deploy()
     after = state_of(settings)
     assert after["endpoint"]["pid"] != before["endpoint"]["pid"]
     assert after["function"]["pid"] != before["function"]["pid"]
@@ -402,11 +435,13 @@ def test_destroy_stops_everything(deployed, env, settings, function, images):
     assert "nothing was running" in invoke(env, "destroy").stdout
 
 
-def test_a_deploy_killed_half_way_is_cleaned_up_by_destroy(deployed, env, settings):
+def test_a_deploy_killed_half_way_is_cleaned_up_by_destroy(env, settings):
+    # Whatever ran before (a stack, or nothing): the new deploy replaces it, and its own record is waited for.
+    before = stack.read_state(settings).get("function", {}).get("pid")
     deploying = subprocess.Popen([INVOKE, "deploy"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: (settings.state_dir / "stack.json").exists() and "function" in state_of(settings), 120,
+        wait_for(lambda: stack.read_state(settings).get("function", {}).get("pid") not in (None, before), 120,
                  "deploy never recorded its processes")
     finally:
         deploying.kill()
@@ -417,8 +452,7 @@ def test_a_deploy_killed_half_way_is_cleaned_up_by_destroy(deployed, env, settin
     assert processes_of(settings.state_dir) == []
 
 
-def test_a_server_that_cannot_start_fails_deploy_with_its_log_and_leaves_nothing(deployed, env, settings,
-                                                                                stack_root):
+def test_a_server_that_cannot_start_fails_deploy_with_its_log_and_leaves_nothing(env, settings, stack_root):
     broken = stack_root / "broken.tar.gz"
     broken.write_bytes(b"this is not a model archive")
     result = invoke({**env, "INVOKE_TRAIN_ARCHIVE": str(broken)}, "deploy", check=False)
