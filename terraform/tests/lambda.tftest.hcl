@@ -83,7 +83,7 @@ run "tracing_and_a_dead_letter_queue_add_only_their_own_permissions" {
   }
 
   assert {
-    condition     = length(aws_iam_role_policy.optional_features) == 1 && aws_lambda_function.this.tracing_config[0].mode == "Active"
+    condition     = length(aws_iam_role_policy.optional_features) == 1 && aws_iam_role_policy.optional_features[0].role == "dog-breeds-lambda" && aws_lambda_function.this.tracing_config[0].mode == "Active"
     error_message = "Tracing must be active, with its permissions in the one optional policy."
   }
 
