@@ -86,9 +86,15 @@ class UrlRefusedError(InferenceError):
 
 
 class FetchTimeoutError(InferenceError):
-    """The image server did not connect or answer within the fetch timeouts."""
+    """The image server did not connect or answer within the fetch timeouts.
 
-    status_code, code, phrase = 504, "FetchTimeout", "Gateway Timeout"
+    A 422, not a 504: the endpoint and its model are fine, the URL the caller chose leads to a server that does not
+    answer (the same class as UrlRefused's server that answers an error). SageMaker counts every 5xx of the container
+    in Invocation5XXErrors, the blue/green rollback alarm's metric, so a 504 would let any caller roll a deployment
+    back with a URL that hangs. The function (lambda_function.py) still answers its caller 504 UpstreamTimeout for
+    this code."""
+
+    status_code, code, phrase = 422, "FetchTimeout", "Unprocessable Entity"
 
 
 class InternalServerError(InferenceError):

@@ -8,8 +8,8 @@ Events it accepts:
 It answers {"statusCode", "headers": {"Content-Type": "application/json"}, "body": "<json>"}: 200 with the
 endpoint's top-k answer, 400 for a malformed event (a "url" that can never name an image on the web included:
 not http(s), no host, user info, whitespace or control characters, over 2,048 characters), the endpoint's own 4xx
-for a bad image or a URL it will not fetch, 429 when the endpoint throttles, 502 when it fails, 504 when it times
-out.
+for a bad image or a URL it will not fetch, 429 when the endpoint throttles, 502 when it fails, 504 when it or the
+image URL it fetches times out.
 
 Environment (Terraform sets it): ENDPOINT_NAME (required); LOG_LEVEL (default INFO); ENDPOINT_CONNECT_TIMEOUT_S
 (default 2) and ENDPOINT_READ_TIMEOUT_S (default 65: a SageMaker container has 60 s to answer). Only boto3 is used, which the
@@ -37,6 +37,9 @@ URL_SCHEMES = ("http", "https")
 MAX_URL_CHARS = 2048   # what browsers, CDNs and the sitemap protocol keep URLs under
 THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "SlowDown"}
 UNAVAILABLE_CODES = {"ServiceUnavailable", "ModelNotReadyException"}
+# The endpoint's error code for an image URL whose server did not answer (inference_errors.FetchTimeoutError). The
+# endpoint answers it as a 422, so that it never counts in Invocation5XXErrors, the rollback alarm's metric.
+FETCH_TIMEOUT_CODE = "FetchTimeout"
 EXPECTED_EVENT = ('expected {"url": "https://..."} or {"image": "<base64>"} (optional "top_k"), directly or as '
                   "the JSON body of an API Gateway / function URL request")
 
@@ -192,16 +195,17 @@ def _model_error_response(error, request_id):
     original_message = error.response.get("OriginalMessage") or ""
     log(logging.WARNING, "endpoint returned an error", request_id, original_status=original_status,
         original_message=original_message[:500], log_stream=error.response.get("LogStreamArn"))
+    try:
+        body = json.loads(original_message)
+    except json.JSONDecodeError:
+        body = None
+    code = body.get("error") if isinstance(body, dict) else None
+    if code == FETCH_TIMEOUT_CODE:   # a 422 (models before it: a 504); to our caller the upstream timed out
+        return _error(504, "UpstreamTimeout", "the image URL did not answer in time")
     if 400 <= original_status < 500:
-        try:
-            body = json.loads(original_message)
-        except json.JSONDecodeError:
-            body = None
-        if isinstance(body, dict) and "error" in body:
+        if code is not None:
             return respond(original_status, body)
         return _error(original_status, "BadRequest", original_message[:500] or "the model refused the request")
-    if original_status == 504:   # the endpoint timed out fetching the image URL
-        return _error(504, "UpstreamTimeout", "the image URL did not answer in time")
     return _error(502, "ModelError", "the model failed to answer; see the endpoint logs")
 
 

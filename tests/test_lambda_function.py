@@ -176,9 +176,18 @@ def test_a_model_crash_is_a_502_without_the_containers_details(function, endpoin
     assert "secret" not in response["body"]
 
 
-def test_an_image_fetch_timeout_in_the_model_is_a_504(function, endpoint):
-    endpoint.answer = model_error(504, json.dumps({"error": "FetchTimeout", "message": "..."}))
-    assert function({"url": "https://slow.example/x.jpg"})["statusCode"] == 504
+@pytest.mark.parametrize("original_status", [422, 504], ids=["the endpoint's 422", "a model before it: 504"])
+def test_an_image_fetch_timeout_in_the_model_is_a_504_upstream_timeout(function, endpoint, original_status):
+    endpoint.answer = model_error(original_status, json.dumps({"error": "FetchTimeout", "message": "..."}))
+    response = function({"url": "https://slow.example/x.jpg"})
+    assert (response["statusCode"], json.loads(response["body"])["error"]) == (504, "UpstreamTimeout")
+
+
+def test_the_function_knows_the_endpoints_fetch_timeout_code(module):
+    from inference_errors import FetchTimeoutError
+
+    assert module.FETCH_TIMEOUT_CODE == FetchTimeoutError.code
+    assert 400 <= FetchTimeoutError.status_code < 500   # never in the rollback alarm's Invocation5XXErrors
 
 
 @pytest.mark.parametrize("code, http_status, expected", [

@@ -3,9 +3,10 @@ stack is whole (same endpoint workers, function alive) and the next good request
 
 Requests go through real processes with real boto3 clients: events to the function (lambda Invoke), bodies to the
 endpoint (sagemaker-runtime InvokeEndpoint). Images by URL come from a loopback server the endpoint may reach
-because the stack is deployed with the allow-list 127.0.0.1/32. No answer may be a 5xx except the one the
-serving contract defines for an image URL that does not answer in time (504). No body may carry a stack trace or
-a file path. The figures go to build/reliability/bad_input.json.
+because the stack is deployed with the allow-list 127.0.0.1/32. No answer may be a 5xx except the function's 504
+for an image URL that does not answer in time (the endpoint answers that one 422 FetchTimeout: a 5xx there would
+count in the rollback alarm's Invocation5XXErrors). No body may carry a stack trace or a file path. The figures go
+to build/reliability/bad_input.json.
 """
 
 import base64
@@ -191,6 +192,8 @@ CASES = [
      "malformed url"),
     ("url that never answers", "function", lambda images: {"url": images.url("/hang/dog.jpg")}, 504,
      "UpstreamTimeout", "did not answer in time"),
+    ("JSON url that never answers is a 4xx at the endpoint", "endpoint",
+     lambda images: json_url(images.url("/hang/dog.jpg")), 422, "FetchTimeout", "did not answer within"),
     ("url answers 404", "function", lambda images: {"url": images.url("/missing.jpg")}, 422, "UrlRefused",
      "HTTP 404"),
     ("url is an HTML page", "function", lambda images: {"url": images.url("/page.html")}, 422, "NotAnImage",
