@@ -132,7 +132,7 @@ def create_app(model_dir, endpoint_name, variant=DEFAULT_VARIANT, program=None, 
         return host.invoke(body, content_type, accept, _headers_of(environ))
 
     return create_front(invoke, lambda: True, endpoint_name, max_request_bytes, variant=variant, region=region,
-                        log_path=log_path)
+                        log_path=log_path)   # no TorchServe here: the front answers its body limit
 
 
 def get_args_parser():
@@ -145,7 +145,8 @@ def get_args_parser():
     parser.add_argument("--port", type=int, default=8080, help="default: 8080")
     parser.add_argument("--workers", type=int, default=2, help="worker processes, each with the model (default 2)")
     parser.add_argument("--max-request-bytes", type=int, required=True,
-                        help="the largest request body (the container environment's TS_MAX_REQUEST_SIZE)")
+                        help="the container's body limit, answered as TorchServe answers it (the container "
+                             "environment's TS_MAX_REQUEST_SIZE)")
     parser.add_argument("--timeout", type=int, default=65,
                         help="seconds before a stuck worker is replaced (default 65; SageMaker allows 60)")
     parser.add_argument("--keepalive", type=int, default=KEEPALIVE_S,

@@ -386,18 +386,18 @@ def endpoint_runtime(settings):
 
 def _server_command(settings, component, runtime=None, backend_port=None):
     state_dir = Path(settings.state_dir).resolve()
-    max_request_bytes = container_environment(settings)["TS_MAX_REQUEST_SIZE"]
     if component == "endpoint" and runtime == "toolkit":
         return [sys.executable, "-m", ENDPOINT_RUNTIMES["toolkit"], "--archive", str(settings.archive),
                 "--base-dir", str(state_dir / "endpoint-toolkit"), "--endpoint-name", settings.endpoint_name,
                 "--host", settings.host, "--port", str(settings.endpoint_port),
-                "--backend-port", str(backend_port), "--max-request-bytes", max_request_bytes,
+                "--backend-port", str(backend_port),
                 "--region", settings.region, "--log-path", str(state_dir / "endpoint.log")]
     if component == "endpoint":
         return [sys.executable, "-m", ENDPOINT_RUNTIMES["builtin"], "--archive", str(settings.archive),
                 "--model-dir", str(state_dir / "endpoint-model"), "--endpoint-name", settings.endpoint_name,
                 "--host", settings.host, "--port", str(settings.endpoint_port),
-                "--workers", str(settings.endpoint_workers), "--max-request-bytes", max_request_bytes,
+                "--workers", str(settings.endpoint_workers),
+                "--max-request-bytes", container_environment(settings)["TS_MAX_REQUEST_SIZE"],
                 "--region", settings.region, "--log-path", str(state_dir / "endpoint.log")]
     command = [sys.executable, "-m", SERVER_MODULES[component], "--zip", str(settings.function_zip),
                "--function-dir", str(state_dir / "function"), "--function-name", settings.function_name,

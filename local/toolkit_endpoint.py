@@ -16,8 +16,9 @@ refuses to run when it sees any other TorchServe frontend on the machine. Those 
 pointed at this endpoint's own config file and own frontend; everything else runs as shipped.
 
 In front of TorchServe, the thin SageMaker Runtime shim (`--shim`, a child process): local/sagemaker_runtime.py's
-routes on the endpoint port, forwarding body, Content-Type, Accept and the custom attributes header unchanged, and
-answering /ping only once a TorchServe worker has loaded the model (TorchServe's own /ping says healthy before).
+routes on the endpoint port, forwarding body, Content-Type, Accept and the custom attributes header unchanged (a
+body over TorchServe's TS_MAX_REQUEST_SIZE included: TorchServe answers it), and answering /ping only once a
+TorchServe worker has loaded the model (TorchServe's own /ping says healthy before).
 """
 
 import argparse
@@ -140,8 +141,8 @@ def run_shim(args):
                 return 503, json.dumps({"code": 503, "type": "ServiceUnavailable",
                                         "message": "the model server did not answer"}), "application/json"
 
-        return create_front(invoke, lambda: backend.ready_workers() > 0, args.endpoint_name,
-                            args.max_request_bytes, region=args.region, log_path=args.log_path)
+        return create_front(invoke, lambda: backend.ready_workers() > 0, args.endpoint_name, region=args.region,
+                            log_path=args.log_path)   # TorchServe answers its own body limit
 
     run_gunicorn(factory, {
         "bind": f"{args.host}:{args.port}",
@@ -232,8 +233,6 @@ def get_args_parser():
     parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="the shim's port (default 8080)")
     parser.add_argument("--backend-port", type=int, required=True, help="TorchServe's inference port")
-    parser.add_argument("--max-request-bytes", type=int, required=True,
-                        help="the largest request body (the container environment's TS_MAX_REQUEST_SIZE)")
     parser.add_argument("--region", default="us-east-1", help="region named in error ARNs (default us-east-1)")
     parser.add_argument("--log-path", default="the endpoint log", help="log file named in ModelError messages")
     parser.add_argument("--shim", action="store_true", help="run the SageMaker Runtime shim (started by serve)")

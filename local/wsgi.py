@@ -10,6 +10,7 @@ import json
 from http import HTTPStatus
 
 JSON = "application/json"
+CHUNK_BYTES = 64 * 1024   # what one read of a body of unknown length asks for (gunicorn's readers need a size)
 
 
 class HttpError(Exception):
@@ -30,13 +31,14 @@ def status_line(status):
 
 
 def respond(start_response, status, body=b"", content_type=JSON, headers=()):
-    """Start the response and return its body as the WSGI iterable (Content-Length set, so keep-alive works)."""
+    """Start the response and return its body as the WSGI iterable (Content-Length set, so keep-alive works);
+    no Content-Type header when `content_type` is None."""
     if isinstance(body, str):
         body = body.encode()
     elif not isinstance(body, bytes):
         body = json.dumps(body).encode()
-    start_response(status_line(status), [("Content-Type", content_type), ("Content-Length", str(len(body))),
-                                         *headers])
+    typed = [("Content-Type", content_type)] if content_type is not None else []
+    start_response(status_line(status), [*typed, ("Content-Length", str(len(body))), *headers])
     return [body]
 
 
@@ -48,8 +50,8 @@ def header(environ, name):
     return environ.get(key)
 
 
-def read_body(environ, limit, too_large):
-    """The request body; `too_large()` builds the HttpError raised when it is over `limit` bytes.
+def read_body(environ, limit=None, too_large=None):
+    """The request body; `too_large()` builds the exception raised when it is over `limit` bytes (None: no limit).
 
     A declared Content-Length over the limit is refused before anything is read; a chunked body is read up to
     one byte past the limit.
@@ -62,13 +64,23 @@ def read_body(environ, limit, too_large):
     length = environ.get("CONTENT_LENGTH")
     if length:
         length = int(length)   # gunicorn has already refused a malformed Content-Length with a 400
-        if length > limit:
+        if limit is not None and length > limit:
             raise too_large()
         return stream.read(length)
+    if limit is None:
+        return b"".join(iter(lambda: stream.read(CHUNK_BYTES), b""))
     body = stream.read(limit + 1)
     if len(body) > limit:
         raise too_large()
     return body
+
+
+def discard_body(environ):
+    """Read what is left of the request body and drop it, so the client can finish sending and read the answer."""
+    stream = environ["wsgi.input"]
+    stream = getattr(stream, "reader", stream)
+    for _ in iter(lambda: stream.read(CHUNK_BYTES), b""):
+        pass
 
 
 def not_found(path):
