@@ -4,7 +4,9 @@ This process plays the image's `serve` entrypoint (dockerd-entrypoint.py / torch
 model.tar.gz into $SAGEMAKER_BASE_DIR/model, sets SAGEMAKER_MODEL_SERVER_WORKERS to the CPU count as the image does,
 and calls `sagemaker_pytorch_serving_container.serving.main()`, which writes the TorchServe config, pip-installs
 code/requirements.txt and runs `torchserve --start`; TorchServe's Java frontend then starts one Python worker per
-model worker, each running the toolkit's handler service and our inference.py. The container environment comes
+model worker, each running the toolkit's handler service and our inference.py. An archive whose requirements.txt
+names a package is refused before anything starts: the image installs it into its own throwaway environment, here
+that environment is the project's venv. The container environment comes
 from the stack (terraform/modules/endpoint's, see local/stack.py); what only a local run needs is set here:
 TorchServe's addresses on 127.0.0.1 (TS_* variables, which the toolkit's config lets override its own) and its
 temporary folder (its pid file and the workers' sockets live there).
@@ -180,6 +182,13 @@ def _own_frontend(config_file):
     return retrieve
 
 
+def requirements_named(model_dir):
+    """The requirement lines of the model's code/requirements.txt (comments and blank lines are not)."""
+    path = Path(model_dir) / "code" / "requirements.txt"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
 def serve(args):
     """Unpack the model, start the shim, run the toolkit's serving.main() until TorchServe stops."""
     from local.endpoint_server import unpack_model_archive
@@ -191,6 +200,11 @@ def serve(args):
     work_dir.mkdir(parents=True)
     model_dir = unpack_model_archive(args.archive, base_dir / "model")
     logger.info("unpacked %s into %s", args.archive, model_dir)
+    packages = requirements_named(model_dir)
+    if packages:
+        raise SystemExit(f"{args.archive} has code/requirements.txt naming {', '.join(packages)}: the SageMaker "
+                         "image pip-installs it at each start into its own environment, which here would be the "
+                         "project's venv; install them with the project's requirements instead")
 
     backend = f"http://{args.host}:{args.backend_port}"
     os.environ.update({

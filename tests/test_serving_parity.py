@@ -7,8 +7,13 @@ boto3's sagemaker-runtime client (InvokeEndpoint) and to the container's own /in
 
 import base64
 import http.client
+import io
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tarfile
 from types import SimpleNamespace
 from unittest import mock
 
@@ -20,7 +25,9 @@ from botocore.exceptions import ClientError
 from inference import MAX_REQUEST_BYTES
 from inference_errors import InternalServerError
 from local import stack
-from local.endpoint_server import ModelHost
+from local.endpoint_server import ModelHost, create_app
+from local.sagemaker_runtime import INVOKE_ENDPOINT_MAX_BYTES
+from local.toolkit_endpoint import requirements_named
 from serving_testlib import free_port, image_bytes
 from test_reliability_bad_input import decompression_bomb, png_header_only
 
@@ -37,6 +44,8 @@ REQUESTS = [
     ("url", lambda images: {"Body": json.dumps({"url": images.url("/parity.jpg")}), "ContentType": "application/json"}),
     ("url that is not found", lambda images: {"Body": json.dumps({"url": images.url("/missing.jpg")}),
                                               "ContentType": "application/json"}),
+    ("url that never answers", lambda images: {"Body": json.dumps({"url": images.url("/hang/dog.jpg")}),
+                                               "ContentType": "application/json"}),
     ("JSON body not UTF-8", {"Body": b'{"image": "\xff\xfe"}', "ContentType": "application/json"}),
     ("malformed JSON", {"Body": b'{"image": ', "ContentType": "application/json"}),
     ("JSON without url or image", {"Body": b'{"picture": 1}', "ContentType": "application/json"}),
@@ -130,6 +139,46 @@ def test_both_runtimes_answer_the_containers_invocations_the_same(runtimes, body
     assert answers["toolkit"][1] == "application/json"
 
 
+def test_both_runtimes_answer_a_body_over_torchserves_limit_on_invocations_as_torchserve_does(runtimes):
+    """Only TorchServe's limit applies at the container's port (the toolkit runtime's shim passes the body on)."""
+    body = bytes(int(stack.container_environment(stack.LocalSettings(state_dir="."))["TS_MAX_REQUEST_SIZE"]) + 1)
+    answers = {runtime: container_answer(url, "POST", "/invocations", body, {"Content-Type": "image/jpeg"})
+               for runtime, (url, _) in runtimes.endpoints.items()}
+    assert answers == {"toolkit": (413, None, b""), "builtin": (413, None, b"")}
+
+
+def test_a_body_sagemaker_runtime_passes_on_but_torchserve_refuses_is_a_413_model_error(tmp_path):
+    """The builtin runtime answers TorchServe's limit behind InvokeEndpoint's own, as the toolkit's TorchServe does."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "echo_handler.py").write_text(
+        "def model_fn(model_dir): return None\n"
+        "def input_fn(body, content_type): return body\n"
+        "def predict_fn(data, model): return data\n"
+        "def output_fn(prediction, accept): return prediction, 'application/octet-stream'\n")
+    app = create_app(tmp_path, "dog-breeds-local", program="echo_handler.py", max_request_bytes=1000)
+
+    def post(path, size, chunked=False):   # chunked: no Content-Length, the body is read until it ends
+        """(status, content type, body, bytes of the request left unread)."""
+        answer, sent = {}, io.BytesIO(bytes(size))
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "CONTENT_TYPE": "image/jpeg", "wsgi.input": sent}
+        if not chunked:
+            environ["CONTENT_LENGTH"] = str(size)
+        body = b"".join(app(environ, lambda status, headers: answer.update(status=status, headers=dict(headers))))
+        return answer["status"][:3], answer["headers"].get("Content-Type"), body, len(sent.read())
+
+    invoke = "/endpoints/dog-breeds-local/invocations"
+    assert post(invoke, 1000)[:2] == ("200", "application/octet-stream")
+    status, _, body, _ = post(invoke, 1001)
+    assert status == "424" and json.loads(body)["OriginalStatusCode"] == 413
+    assert json.loads(body)["OriginalMessage"] == ""
+    for chunked in (False, True):   # read to its end, as TorchServe does, so the client can read the answer
+        assert post("/invocations", 1001, chunked) == ("413", None, b"", 0)
+    status, _, body, _ = post(invoke, INVOKE_ENDPOINT_MAX_BYTES + 1)   # SageMaker Runtime's own refusal
+    assert status == "413" and f"exceeds {INVOKE_ENDPOINT_MAX_BYTES} bytes" in json.loads(body)["message"]
+    assert INVOKE_ENDPOINT_MAX_BYTES == MAX_REQUEST_BYTES   # what the handler and the container environment use
+
+
 def test_both_runtimes_are_healthy_only_with_the_model_loaded(runtimes):
     for runtime, (url, _) in runtimes.endpoints.items():
         assert container_answer(url, "GET", "/ping")[0] == 200, runtime
@@ -147,3 +196,27 @@ def test_the_builtin_runtime_answers_an_unforeseen_failure_with_the_handlers_own
     status, body, content_type = host.invoke(b"x", "image/jpeg", "application/json", {})
     assert (status, content_type) == (500, "application/json")
     assert body == InternalServerError().message and "secret" not in body
+
+
+def test_the_archive_training_writes_asks_the_image_to_install_nothing(trained_model_dir, tmp_path):
+    with tarfile.open(trained_model_dir.parent / "model.tar.gz") as archive:
+        archive.extractall(tmp_path, filter="data")
+    assert requirements_named(tmp_path) == []   # the image's torch, torchvision and Pillow are all it needs
+
+
+def test_the_toolkit_runtime_refuses_an_archive_whose_requirements_name_a_package(trained_model_dir, tmp_path):
+    """The image would pip-install it into its own environment; the toolkit runtime's is the project's venv."""
+    model = tmp_path / "model"
+    shutil.copytree(trained_model_dir, model)
+    (model / "code" / "requirements.txt").write_text("# extra\nrequests==2.0.0\n")
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(model.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(model)), recursive=False)
+    result = subprocess.run([sys.executable, "-m", "local.toolkit_endpoint", "--archive", str(archive),
+                             "--base-dir", str(tmp_path / "base"), "--backend-port", str(free_port())],
+                            cwd=stack.REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "code/requirements.txt naming requests==2.0.0" in last_line and "Traceback" not in result.stderr
+    assert list((tmp_path / "base" / "work").iterdir()) == []   # refused before TorchServe or the shim started
