@@ -91,11 +91,19 @@ def model_fn(model_dir, context=None):
 
 
 def _device(context):
-    """The worker's own GPU (TorchServe gives each worker a gpu_id, round robin), else the CPU."""
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
     gpu_id = (getattr(context, "system_properties", None) or {}).get("gpu_id")
-    return torch.device("cuda", int(gpu_id) if gpu_id is not None else 0)
+    return worker_device(gpu_id, torch.cuda.device_count())
+
+
+def worker_device(gpu_id, gpu_count):
+    """The device a worker serves on: its own GPU, the `gpu_id` TorchServe's context gives it (round robin over the
+    instance's GPUs), GPU 0 for a server that names none (the builtin runtime), the CPU where there is no GPU."""
+    if gpu_count == 0:
+        return torch.device("cpu")
+    gpu = 0 if gpu_id is None else int(gpu_id)
+    if not 0 <= gpu < gpu_count:
+        raise ValueError(f"the worker's gpu_id is {gpu_id} but this machine has {gpu_count} GPUs")
+    return torch.device("cuda", gpu)
 
 
 def _media_type(value):

@@ -116,6 +116,32 @@ def test_a_worker_runs_on_its_own_gpu_else_on_the_cpu(model_dir):
     assert next(loaded.network.parameters()).device == loaded.device
 
 
+@pytest.mark.parametrize("gpu_id, gpu_count, expected", [
+    (None, 0, "cpu"), (3, 0, "cpu"),                        # no GPU: the CPU, whatever the context says
+    (0, 4, "cuda:0"), (1, 4, "cuda:1"), (3, 4, "cuda:3"),   # each worker its own GPU, not all on cuda:0
+    (None, 2, "cuda:0"),                                    # a server that names none (the builtin runtime)
+])
+def test_a_workers_gpu_id_chooses_its_device(gpu_id, gpu_count, expected):
+    import torch
+
+    assert inference.worker_device(gpu_id, gpu_count) == torch.device(expected)
+
+
+def test_a_gpu_id_the_machine_does_not_have_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="gpu_id is 2 but this machine has 2 GPUs"):
+        inference.worker_device(2, 2)
+
+
+def test_the_gpu_id_is_read_from_torchserves_own_context(monkeypatch):
+    """TorchServe's ts.context.Context, as a toolkit worker gets it (gpu=1 of 2 GPUs), reaches the device choice."""
+    import torch
+    from ts.context import Context
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)   # the machine (not our code) says: two GPUs
+    context = Context("model", "/opt/ml/model", {}, batch_size=1, gpu=1, mms_version="0.12.0")
+    assert inference._device(context) == torch.device("cuda", 1)
+
+
 @pytest.mark.parametrize("content_type, fmt", [
     ("image/jpeg", "JPEG"), ("image/png", "PNG"), ("image/webp", "WEBP"), ("application/x-image", "JPEG"),
     ("application/x-image", "GIF"), ("image/jpeg; charset=binary", "JPEG"),
