@@ -6,6 +6,13 @@ management API, and measures images/s and latency with --clients concurrent Invo
 kept-alive connections) for --seconds. Figures go to build/bench/container_env_bench-<arch>-<size>.json.
 
     .venv/bin/python bench/container_env_bench.py --arch resnet50 --image-size 224
+
+--cpu-per-request N instead measures CPU time, which a shared machine's load disturbs far less than wall time:
+the stacks of CPU_VARIANTS run side by side and are sent N sequential requests each, alternated (one to each,
+then the four functions in-process), and each endpoint process's CPU seconds (user + system, with those of the
+children it has reaped, such as TorchServe's system metrics collector) are read from /proc before and after.
+
+    .venv/bin/python bench/container_env_bench.py --arch resnet18 --image-size 96 --cpu-per-request 400
 """
 
 import argparse
@@ -36,6 +43,81 @@ VARIANTS = {   # name: environment merged over the module's container_environmen
                                                                 "OMP_NUM_THREADS": CORES},
     "the module's: OMP_NUM_THREADS=1 (a worker per CPU, one thread each), TS_DEFAULT_RESPONSE_TIMEOUT=60": {},
 }
+
+# What the frontend settings of the module's environment save: without them (the JVM's default JIT, C2 included,
+# and TorchServe's system metrics collector every minute) against the module's.
+CPU_VARIANTS = {
+    "without JAVA_TOOL_OPTIONS and TS_DISABLE_SYSTEM_METRICS": {"JAVA_TOOL_OPTIONS": "",
+                                                               "TS_DISABLE_SYSTEM_METRICS": "false"},
+    "the module's": {},
+}
+PROCESS_KINDS = (("org.pytorch.serve.ModelServer", "TorchServe frontend (Java)"),
+                 ("model_service_worker", "TorchServe workers (toolkit + inference.py)"),
+                 ("--shim", "SageMaker Runtime shim"), ("toolkit_endpoint", "entrypoint"))
+
+
+def cpu_seconds_by_kind(pgid):
+    """CPU seconds of each kind of process in an endpoint's process group, with those of its reaped children."""
+    tick, seconds = os.sysconf("SC_CLK_TCK"), {}
+    for pid in stack.group_processes(pgid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        kind = next((name for marker, name in PROCESS_KINDS if marker in command), "other")
+        seconds[kind] = seconds.get(kind, 0.0) + sum(int(value) for value in fields[11:15]) / tick
+    return seconds
+
+
+def cpu_per_request(args, model_dir, image, work):
+    """{variant: {process kind: CPU ms per request}} of stacks side by side, plus the four functions in-process."""
+    from serve_bench import _in_process_predictor
+
+    deployed = {}
+    try:
+        for index, (name, environment) in enumerate(CPU_VARIANTS.items()):
+            settings = stack.LocalSettings(
+                state_dir=BENCH_DIR / f"cpu-state-{index}", endpoint_port=stack.free_port("127.0.0.1"),
+                function_port=stack.free_port("127.0.0.1"), model_dir=model_dir, archive=work / "model.tar.gz",
+                endpoint_runtime="toolkit", endpoint_environment=tuple(environment.items()))
+            deployed[name] = (settings, stack.deploy(settings, progress=lambda message: None)["endpoint"]["pid"])
+        predict = _in_process_predictor(model_dir)
+        callers = {name: invoker(settings.endpoint_url, image) for name, (settings, _) in deployed.items()}
+        for _ in range(args.warm_requests):
+            for call in callers.values():
+                call()
+        before = {name: cpu_seconds_by_kind(pgid) for name, (_, pgid) in deployed.items()}
+        in_process = 0.0
+        for _ in range(args.cpu_per_request):
+            for call in callers.values():
+                call()
+            started = time.process_time()
+            predict(image)
+            in_process += time.process_time() - started
+        after = {name: cpu_seconds_by_kind(pgid) for name, (_, pgid) in deployed.items()}
+    finally:
+        for settings, _ in deployed.values():
+            stack.destroy(settings)
+    per_request = {name: {kind: round(1000 * (seconds - before[name].get(kind, 0.0)) / args.cpu_per_request, 2)
+                          for kind, seconds in after[name].items()} for name in deployed}
+    return per_request, round(1000 * in_process / args.cpu_per_request, 2)
+
+
+def invoker(url, body):
+    """One InvokeEndpoint request on a kept-alive connection per call; raises unless it is answered 200."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=120)
+
+    def call():
+        connection.request("POST", "/endpoints/dog-breeds-local/invocations", body=body,
+                           headers={"Content-Type": "image/jpeg"})
+        response = connection.getresponse()
+        answer = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"the endpoint answered {response.status}: {answer[:200]!r}")
+
+    return call
 
 
 def described(record):
@@ -75,6 +157,8 @@ def main(args):
     results = {"cores": os.cpu_count(), "load_average_at_start": os.getloadavg()[0], "variants": {}}
     print(f"{args.arch} {args.image_size} px, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
           flush=True)
+    if args.cpu_per_request:
+        return report_cpu_per_request(args, model_dir, image, work, results)
     for name, environment in VARIANTS.items():
         settings = stack.LocalSettings(state_dir=BENCH_DIR / "env-state", endpoint_port=stack.free_port("127.0.0.1"),
                                        function_port=stack.free_port("127.0.0.1"), model_dir=model_dir,
@@ -98,12 +182,30 @@ def main(args):
     print(f"figures written to {out}")
 
 
+def report_cpu_per_request(args, model_dir, image, work, results):
+    per_request, in_process = cpu_per_request(args, model_dir, image, work)
+    results.pop("variants")
+    results.update(requests=args.cpu_per_request, cpu_ms_per_request=per_request,
+                   in_process_four_functions_cpu_ms=in_process, load_average_at_end=os.getloadavg()[0])
+    for name, kinds in per_request.items():
+        print(f"{name}: {sum(kinds.values()):.1f} ms CPU a request (" + ", ".join(
+            f"{kind} {ms:.1f}" for kind, ms in sorted(kinds.items())) + ")", flush=True)
+    print(f"the four functions in-process: {in_process:.1f} ms; load average {os.getloadavg()[0]:.1f} at the end")
+    out = BENCH_DIR / f"container_env_cpu-{args.arch}-{args.image_size}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"figures written to {out}")
+
+
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="resnet50", help="untrained model of this arch (default resnet50)")
     parser.add_argument("--image-size", type=int, default=224, help="default 224")
     parser.add_argument("--clients", type=int, default=10, help="concurrent callers (default 10)")
     parser.add_argument("--seconds", type=float, default=30, help="measurement per variant (default 30)")
+    parser.add_argument("--cpu-per-request", type=int, default=0,
+                        help="instead: CPU per request of CPU_VARIANTS side by side, over this many requests each")
+    parser.add_argument("--warm-requests", type=int, default=300,
+                        help="requests to each stack before --cpu-per-request counts (the JVM compiles meanwhile)")
     parser.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
     return parser
 
