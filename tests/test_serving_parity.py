@@ -147,16 +147,23 @@ def test_both_runtimes_answer_a_body_over_torchserves_limit_on_invocations_as_to
     assert answers == {"toolkit": (413, None, b""), "builtin": (413, None, b"")}
 
 
-def test_a_body_sagemaker_runtime_passes_on_but_torchserve_refuses_is_a_413_model_error(tmp_path):
-    """The builtin runtime answers TorchServe's limit behind InvokeEndpoint's own, as the toolkit's TorchServe does."""
-    code = tmp_path / "code"
+def write_handler(model_dir, name, predict, output):
+    """code/<name> in model_dir: a handler whose predict_fn and output_fn bodies are `predict` and `output`."""
+    code = model_dir / "code"
     code.mkdir()
-    (code / "echo_handler.py").write_text(
+    (code / name).write_text(
         "def model_fn(model_dir): return None\n"
         "def input_fn(body, content_type): return body\n"
-        "def predict_fn(data, model): return data\n"
-        "def output_fn(prediction, accept): return prediction, 'application/octet-stream'\n")
-    app = create_app(tmp_path, "dog-breeds-local", program="echo_handler.py", max_request_bytes=1000)
+        f"def predict_fn(data, model): {predict}\n"
+        f"def output_fn(prediction, accept): {output}\n")
+    return name
+
+
+def test_a_body_sagemaker_runtime_passes_on_but_torchserve_refuses_is_a_413_model_error(tmp_path):
+    """The builtin runtime answers TorchServe's limit behind InvokeEndpoint's own, as the toolkit's TorchServe does."""
+    program = write_handler(tmp_path, "echo_handler.py", predict="return data",
+                            output="return prediction, 'application/octet-stream'")
+    app = create_app(tmp_path, "dog-breeds-local", program=program, max_request_bytes=1000)
 
     def post(path, size, chunked=False):   # chunked: no Content-Length, the body is read until it ends
         """(status, content type, body, bytes of the request left unread)."""
@@ -185,14 +192,9 @@ def test_both_runtimes_are_healthy_only_with_the_model_loaded(runtimes):
 
 
 def test_the_builtin_runtime_answers_an_unforeseen_failure_with_the_handlers_own_500(tmp_path):
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "failing_handler.py").write_text(
-        "def model_fn(model_dir): return None\n"
-        "def input_fn(body, content_type): return body\n"
-        "def predict_fn(data, model): raise RuntimeError('secret detail')\n"
-        "def output_fn(prediction, accept): return prediction\n")
-    host = ModelHost(tmp_path, program="failing_handler.py")
+    program = write_handler(tmp_path, "failing_handler.py", predict="raise RuntimeError('secret detail')",
+                            output="return prediction")
+    host = ModelHost(tmp_path, program=program)
     status, body, content_type = host.invoke(b"x", "image/jpeg", "application/json", {})
     assert (status, content_type) == (500, "application/json")
     assert body == InternalServerError().message and "secret" not in body
