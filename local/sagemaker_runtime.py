@@ -41,6 +41,11 @@ class _TooLargeForTheContainer(Exception):
     pass
 
 
+def _too_large_for_invoke_endpoint():
+    return HttpError(413, {"message": f"Request payload exceeds {INVOKE_ENDPOINT_MAX_BYTES} bytes"},
+                     headers=[("x-amzn-ErrorType", "ValidationError")])
+
+
 def model_error(endpoint_name, variant, region, status, body, log_path):
     """SageMaker Runtime's answer when the container answers 4xx/5xx: 424 ModelError carrying the original."""
     original = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
@@ -61,10 +66,6 @@ def create_front(invoke, healthy, endpoint_name, container_max_request_bytes=Non
     """The WSGI app of the routes above around one runtime's `invoke` and `healthy`; `container_max_request_bytes`:
     the body limit to answer as TorchServe does, None where TorchServe itself is behind `invoke`."""
     variant_header = [("x-Amzn-Invoked-Production-Variant", variant)]
-
-    def validation_error_too_large():
-        return HttpError(413, {"message": f"Request payload exceeds {INVOKE_ENDPOINT_MAX_BYTES} bytes"},
-                         headers=[("x-amzn-ErrorType", "ValidationError")])
 
     def container(body, environ):
         if container_max_request_bytes is not None and len(body) > container_max_request_bytes:
@@ -101,7 +102,7 @@ def create_front(invoke, healthy, endpoint_name, container_max_request_bytes=Non
             if name != endpoint_name:
                 raise HttpError(400, {"message": f"Endpoint {name} of account 000000000000 not found."},
                                 headers=[("x-amzn-ErrorType", "ValidationError")])
-            body = read_body(environ, INVOKE_ENDPOINT_MAX_BYTES, validation_error_too_large)
+            body = read_body(environ, INVOKE_ENDPOINT_MAX_BYTES, _too_large_for_invoke_endpoint)
             status, body, content_type = container(body, environ)
             if status >= 400:
                 return model_error(endpoint_name, variant, region, status, body, log_path)
