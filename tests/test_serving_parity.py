@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
 
@@ -222,3 +223,11 @@ def test_the_toolkit_runtime_refuses_an_archive_whose_requirements_name_a_packag
     last_line = result.stderr.strip().splitlines()[-1]
     assert "code/requirements.txt naming requests==2.0.0" in last_line and "Traceback" not in result.stderr
     assert list((tmp_path / "base" / "work").iterdir()) == []   # refused before TorchServe or the shim started
+
+
+def test_torchserve_and_its_jvm_take_the_frontend_settings_from_the_container_environment(local_stack):
+    """What the endpoint module sets for the real image reaches TorchServe's JVM and TorchServe themselves."""
+    environment = stack.container_environment(local_stack.settings)
+    log = Path(stack.read_state(local_stack.settings)["endpoint"]["log"]).read_text()
+    assert f"Picked up JAVA_TOOL_OPTIONS: {environment['JAVA_TOOL_OPTIONS']}" in log
+    assert f"Disable system metrics: {environment['TS_DISABLE_SYSTEM_METRICS']}" in log
