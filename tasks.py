@@ -13,22 +13,16 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 REPO_ROOT = Path(__file__).resolve().parent
-TARGETS = ("local", "aws")
+TARGETS = ("local", "aws")   # each a package with the same commands module: local/commands.py, aws/commands.py
+TARGET_ALIASES = {"sagemaker": "aws"}
 
 
-def _target(c, target):
-    chosen = target or c.config.target
+def _commands(c, target):
+    """The commands module of the chosen target: --target, else `target` in invoke.yaml."""
+    chosen = TARGET_ALIASES.get(target, target) or c.config.target
     if chosen not in TARGETS:
         raise Exit(f"unknown target {chosen!r}: use one of {', '.join(TARGETS)}")
-    return chosen
-
-
-def _training_module(name):
-    """A module of training/ (flat modules that import their siblings and inference/ by name)."""
-    for folder in (REPO_ROOT / "training", REPO_ROOT / "inference"):
-        if str(folder) not in sys.path:
-            sys.path.insert(0, str(folder))
-    return importlib.import_module(name)
+    return importlib.import_module(f"{chosen}.commands")
 
 
 @task(help={"synthetic": "make the small synthetic set in data.synthetic_dir (data/synthetic) instead (no network)",
@@ -40,10 +34,10 @@ def data(c, synthetic=False, upload=False, url=None):
         from aws import data_sync
         return data_sync.upload(c)
     if synthetic:
-        made = _training_module("synthetic").make_synthetic_dataset(c.config.data.synthetic_dir,
-                                                                    progress=sys.stderr.isatty())
+        from training.synthetic import make_synthetic_dataset
+        made = make_synthetic_dataset(c.config.data.synthetic_dir, progress=sys.stderr.isatty())
         return print(f"synthetic data set ready in {made}")
-    download = _training_module("download")
+    from training import download
     try:
         data_dir, fetched = download.fetch_dataset(url or c.config.data.url, c.config.data.dir,
                                                    progress=sys.stderr.isatty())
@@ -52,34 +46,20 @@ def data(c, synthetic=False, upload=False, url=None):
     print(f"{data_dir}: {'downloaded and unpacked' if fetched else 'already there, nothing to do'}")
 
 
-@task(help={"target": "local (default) or sagemaker",
+@task(help={"target": "local (default) or aws (SageMaker; also spelled sagemaker)",
             "workers": "local distributed processes (torchrun), each on its own shard (default 1)",
             "instances": "SageMaker instances; more than 1 trains with Torchrun across them (default 1)",
             "spot": "SageMaker managed spot training with checkpoints",
             "fresh": "local: ignore the checkpoint in train.checkpoint_dir and start over"})
 def train(c, target="local", workers=1, instances=1, spot=False, fresh=False):
     """Train the classifier and build model.tar.gz."""
-    if target in ("sagemaker", "aws"):
-        from aws import sagemaker_jobs
-        return sagemaker_jobs.train(c, instances=int(instances), spot=spot)
-    if target != "local":
-        raise Exit(f"unknown training target {target!r}: use local or sagemaker")
-    local_run = _training_module("local_run")
-    try:
-        model_dir = local_run.train_locally(c.config, workers=int(workers), fresh=fresh)
-    except local_run.LocalTrainingError as error:
-        raise Exit(None if error.already_reported else str(error), code=error.exit_code)
-    print(f"model directory {model_dir}, archive {c.config.train.archive}")
+    return _commands(c, target).train(c, workers=workers, instances=instances, spot=spot, fresh=fresh)
 
 
 @task(help={"target": "local or aws (default: target in invoke.yaml)"})
 def deploy(c, target=None):
     """Deploy the model: the local stack, or exactly the reviewed Terraform plan on AWS."""
-    if _target(c, target) == "aws":
-        from aws import deployment
-        return deployment.deploy(c)
-    from local import commands
-    return commands.deploy(c)
+    return _commands(c, target).deploy(c)
 
 
 @task(help={"url": "image URL the endpoint fetches", "image": "local image file to send",
@@ -87,28 +67,19 @@ def deploy(c, target=None):
             "target": "local or aws (default: target in invoke.yaml)"})
 def predict(c, url=None, image=None, top_k=5, target=None):
     """Ask the deployed function which breed an image shows."""
-    from local import commands
-    return commands.predict(c, _target(c, target), url=url, image=image, top_k=top_k)
+    return _commands(c, target).predict(c, url=url, image=image, top_k=top_k)
 
 
 @task(help={"target": "local or aws (default: target in invoke.yaml)"})
 def status(c, target=None):
     """Show what is running, where, and which model it serves."""
-    if _target(c, target) == "aws":
-        from aws import deployment
-        return deployment.status(c)
-    from local import commands
-    return commands.status(c)
+    return _commands(c, target).status(c)
 
 
 @task(help={"target": "local or aws (default: target in invoke.yaml)"})
 def destroy(c, target=None):
     """Stop and remove everything deploy started."""
-    if _target(c, target) == "aws":
-        from aws import deployment
-        return deployment.destroy(c)
-    from local import commands
-    return commands.destroy(c)
+    return _commands(c, target).destroy(c)
 
 
 @task(help={"terraform": "terraform >= 1.7 for validate and test (default: lint.terraform in invoke.yaml, else the "

@@ -10,6 +10,7 @@ from invoke.exceptions import Exit
 
 from aws.session import bucket_name, setting
 from aws.terraform import TerraformError
+from aws.terraform_root import plan_dir, terraform_variables, workspace
 
 DEFAULT_TARGETS = ("module.storage", "module.iam")
 
@@ -20,8 +21,6 @@ def placeholder_model_url(c, identity):
 
 def bootstrap_outputs(c, identity, needed=("sagemaker_role_arn", "bucket_name"), enable_ec2_training_host=False):
     """Terraform outputs with `needed` present, applying the bootstrap targets first when they are missing."""
-    from aws.deployment import plan_dir, terraform_variables, workspace
-
     ws = workspace(c)
     try:
         outputs = ws.outputs()

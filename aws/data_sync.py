@@ -11,7 +11,9 @@ import botocore.exceptions
 from invoke.exceptions import Exit
 from tqdm import tqdm
 
-from aws.session import REPO_ROOT, client, require_credentials, setting, stops_with_one_line
+from aws.bootstrap import bootstrap_outputs
+from aws.sagemaker_jobs import data_uri
+from aws.session import REPO_ROOT, client, require_credentials, setting, split_s3_uri, stops_with_one_line
 
 
 def local_files(root):
@@ -29,19 +31,15 @@ def remote_sizes(s3, bucket, prefix):
 @stops_with_one_line("data upload")
 def upload(c):
     """Sync the data set (data.dir) to s3://<bucket>/data/<its name>/; returns that URI."""
-    from aws.sagemaker_jobs import _split_s3, data_uri
-
     root = Path(c.config.data.dir)
     root = root if root.is_absolute() else REPO_ROOT / root
     if not (root / "train").is_dir():
         raise Exit(f"no data set at {root} (it needs train/ and valid/): run `invoke data` first")
     identity = require_credentials(c)
     if not setting(c, "bucket"):
-        from aws.bootstrap import bootstrap_outputs
-
         bootstrap_outputs(c, identity, needed=("bucket_name",))
     uri = data_uri(c, identity)
-    bucket, prefix = _split_s3(uri)
+    bucket, prefix = split_s3_uri(uri)
     s3 = client(c, "s3")
     try:
         existing = remote_sizes(s3, bucket, prefix)

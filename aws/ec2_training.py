@@ -17,9 +17,13 @@ from pathlib import Path
 import botocore.exceptions
 from invoke.exceptions import Exit
 
+from aws.bootstrap import placeholder_model_url
 from aws.model_record import latest_model, record_model
-from aws.session import client, poll_until, require_credentials, s3_uri, setting, stops_with_one_line
+from aws.sagemaker_jobs import source_archive, stage_source
+from aws.session import (client, poll_until, require_credentials, s3_uri, setting, split_s3_uri,
+                         stops_with_one_line)
 from aws.terraform import TerraformError
+from aws.terraform_root import plan_dir, terraform_variables, workspace
 
 DEFAULT_TARGETS = ("module.storage", "module.iam", "module.ec2_training_host")
 # The Deep Learning AMI keeps its PyTorch in /opt/pytorch; elsewhere the system python3.
@@ -32,9 +36,6 @@ def _run_id():
 
 
 def _host_variables(c, identity, enabled):
-    from aws.bootstrap import placeholder_model_url
-    from aws.deployment import terraform_variables
-
     # The targeted modules never read the model; keep the recorded one so the variable stays meaningful.
     model = (latest_model(c) or {}).get("model_data_url") or placeholder_model_url(c, identity)
     return terraform_variables(c, model, enable_ec2_training_host=enabled)
@@ -42,8 +43,6 @@ def _host_variables(c, identity, enabled):
 
 def set_training_host(c, identity, ws, enabled):
     """Apply aws.ec2_targets with the training host on or off; returns the outputs afterwards."""
-    from aws.deployment import plan_dir
-
     targets = list(setting(c, "ec2_targets", DEFAULT_TARGETS))
     plan_file = plan_dir(c) / f"ec2-host-{'on' if enabled else 'off'}.tfplan"
     plan_file.parent.mkdir(parents=True, exist_ok=True)
@@ -181,9 +180,6 @@ def steps(c, source_uri, model_uri, overrides=None):
 @stops_with_one_line("EC2 training")
 def ec2_train(c, keep=False, overrides=None):
     """Provision the host, train there, upload and record model.tar.gz, destroy the host unless `keep`."""
-    from aws.deployment import workspace
-    from aws.sagemaker_jobs import _split_s3, source_archive, stage_source
-
     identity = require_credentials(c)
     ws = workspace(c)
     run = f"ec2-{_run_id()}"
@@ -197,7 +193,7 @@ def ec2_train(c, keep=False, overrides=None):
             raise Exit("Terraform reports no training_host_id after enabling the training host")
         with tempfile.TemporaryDirectory(prefix="ec2-source-") as staging:
             archive = source_archive(stage_source(Path(staging) / "source"), Path(staging) / "source.tar.gz")
-            client(c, "s3").upload_file(str(archive), *_split_s3(source_uri))
+            client(c, "s3").upload_file(str(archive), *split_s3_uri(source_uri))
         wait_for_ssm(c, instance_id)
         log_group = outputs.get("ec2_log_group_name")
         for title, script in steps(c, source_uri, model_uri, overrides):

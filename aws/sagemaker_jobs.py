@@ -22,9 +22,10 @@ from pathlib import Path
 import botocore.exceptions
 from invoke.exceptions import Exit
 
+from aws.bootstrap import bootstrap_outputs
 from aws.model_record import record_model
 from aws.session import (REPO_ROOT, boto_session, bucket_name, client, require_credentials, s3_prefix, s3_uri,
-                         setting, stops_with_one_line)
+                         setting, split_s3_uri, stops_with_one_line)
 
 ENTRY_SCRIPT = "training/train.py"
 # The job's command: the SDK's driver under a relay that hands SageMaker's SIGTERM on to train.py (see the script).
@@ -52,13 +53,8 @@ def data_uri(c, identity):
     return s3_uri(c, identity, "data", Path(c.config.data.dir).name) + "/"
 
 
-def _split_s3(uri):
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    return bucket, key
-
-
 def require_data(c, uri):
-    bucket, prefix = _split_s3(uri)
+    bucket, prefix = split_s3_uri(uri)
     try:
         listing = client(c, "s3").list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
     except botocore.exceptions.ClientError as error:
@@ -94,7 +90,7 @@ def source_archive(source_dir, archive):
 def upload_source_archive(c, identity, source_dir, run_name, prefix_name="code"):
     """Upload source_dir as s3://<bucket>/<prefix>/<run_name>/sourcedir.tar.gz; returns that URI."""
     uri = s3_uri(c, identity, prefix_name, run_name, "sourcedir.tar.gz")
-    bucket, key = _split_s3(uri)
+    bucket, key = split_s3_uri(uri)
     archive = source_archive(source_dir, Path(source_dir).parent / "sourcedir.tar.gz")
     client(c, "s3").upload_file(str(archive), bucket, key)
     return uri
@@ -127,8 +123,6 @@ def training_role(c, identity):
     """aws.sagemaker_role_arn, else the Terraform output (bootstrapping the storage and IAM modules if needed)."""
     if setting(c, "sagemaker_role_arn"):
         return setting(c, "sagemaker_role_arn")
-    from aws.bootstrap import bootstrap_outputs
-
     return bootstrap_outputs(c, identity)["sagemaker_role_arn"]
 
 

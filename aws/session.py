@@ -111,6 +111,12 @@ def s3_uri(c, identity, name, *parts):
     return f"s3://{bucket_name(c, identity)}/{s3_prefix(c, name)}" + "/".join(parts)
 
 
+def split_s3_uri(uri):
+    """(bucket, key) of s3://bucket/key."""
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return bucket, key
+
+
 def client(c, service):
     return boto_session(c).client(service)
 

@@ -19,7 +19,6 @@ import argparse
 import http.client
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -27,10 +26,11 @@ import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "training"), str(REPO_ROOT / "inference"), str(REPO_ROOT / "bench")]
 
-from local import stack  # noqa: E402
-from serve_bench import BENCH_DIR, photo_like_jpeg, prepare_model, summary  # noqa: E402
+from bench.serve_bench import BENCH_DIR, photo_like_jpeg, prepare_model, summary
+from local import stack
+from local.ports import free_port
+from local.settings import LocalSettings
 
 CORES = str(os.cpu_count())
 VARIANTS = {   # name: environment merged over the module's container_environment.json
@@ -160,8 +160,8 @@ def main(args):
     if args.cpu_per_request:
         return report_cpu_per_request(args, model_dir, image, work, results)
     for name, environment in VARIANTS.items():
-        settings = stack.LocalSettings(state_dir=BENCH_DIR / "env-state", endpoint_port=stack.free_port("127.0.0.1"),
-                                       function_port=stack.free_port("127.0.0.1"), model_dir=model_dir,
+        settings = LocalSettings(state_dir=BENCH_DIR / "env-state", endpoint_port=free_port("127.0.0.1"),
+                                       function_port=free_port("127.0.0.1"), model_dir=model_dir,
                                        archive=work / "model.tar.gz", endpoint_runtime="toolkit",
                                        endpoint_environment=tuple(environment.items()))
         try:

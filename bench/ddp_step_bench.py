@@ -40,14 +40,13 @@ def parse_args(argv=None):
 
 
 def rank_main(args):
-    sys.path[:0] = [str(REPO_ROOT / "training"), str(REPO_ROOT / "inference")]
     import torch
     import torch.distributed as dist
     import torch.nn.functional as F
     from torch.nn.parallel import DistributedDataParallel
 
     from architectures import build_model
-    from distributed_env import data_parallel, setup_distributed
+    from training.distributed_env import data_parallel, setup_distributed
 
     env = setup_distributed("cpu")
     torch.set_num_threads(1)

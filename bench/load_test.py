@@ -10,12 +10,18 @@ tests/test_reliability_load.py runs the same `run_load` against the test stack.
 """
 
 import argparse
-import base64
 import json
 import statistics
 import threading
 import time
 from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+from local.procfs import rss_mib
+from local.stack import endpoint_workers
+from stack_common.smoke_test import smoke_event
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,50 +110,16 @@ def memory_growth(samples, warmup_fraction=0.2):
     return growth
 
 
-# ------------------------------------------------------------------------------------------------ processes
-
-def children(pid):
-    """Pids whose parent is `pid` (gunicorn's workers of a master)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return sorted(found)
-
-
-def rss_mib(pid):
-    """Resident set size of a process from /proc/<pid>/status, in MiB (None once it has gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
 # ------------------------------------------------------------------------------------------------ command line
 
 def main(args):
-    import sys
-
-    import boto3
-    from botocore.config import Config
-
-    sys.path.insert(0, str(REPO_ROOT))
-    from local.stack import endpoint_workers, smoke_image
-
     state_path = Path(args.state_dir) / "stack.json"
     if not state_path.exists():
         raise SystemExit(f"no local stack in {args.state_dir} ({state_path} is missing): run `invoke deploy` first")
     state = json.loads(state_path.read_text())
     function_url = state["function"]["url"]
     function_name = state.get("settings", {}).get("function_name", "dog-breeds-local")
-    payload = json.dumps({"image": base64.b64encode(smoke_image()).decode(), "top_k": 3}).encode()
+    payload = json.dumps(smoke_event()).encode()
     clients = [boto3.client("lambda", endpoint_url=function_url, region_name="us-east-1",
                             aws_access_key_id="local", aws_secret_access_key="local",
                             config=Config(read_timeout=70, retries={"total_max_attempts": 1}))

@@ -37,14 +37,17 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "training"), str(REPO_ROOT / "inference"), str(REPO_ROOT / "tests")]
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
-from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
+import boto3
+from botocore.config import Config
+from PIL import Image, ImageDraw, ImageFilter
 
-from local import stack  # noqa: E402
-from serving_testlib import ImageServer, free_port  # noqa: E402
+from bench.loopback_servers import FUNCTION_NAME, FunctionServer, ImageServer
+from local import stack
+from local.ports import free_port
+from local.settings import LocalSettings
+from local.supervision import read_state
+from stack_common.function_zip import build_function_zip, load_handler_module
 
 BENCH_DIR = REPO_ROOT / "build" / "bench"
 THROUGHPUT_GOAL = 0.9   # (b): the stack's images/s at least this share of the best in-process figure
@@ -267,8 +270,6 @@ def function_hop(work, rounds, requests):
     import re
     from types import SimpleNamespace
 
-    from function_testlib import FUNCTION_NAME, FunctionServer
-    from local.function_zip import build_function_zip
 
     zip_path = build_function_zip(work / "function.zip")
     event = b'{"picture": "dog.jpg"}'
@@ -294,9 +295,8 @@ def function_hop(work, rounds, requests):
             init += [float(value) for value in re.findall(r"\tInit Duration: ([\d.]+) ms", server.log())]
         finally:
             server.stop()
-    sys.path.insert(0, str(REPO_ROOT / "lambda"))
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    import lambda_function
+    lambda_function = load_handler_module()
 
     context = SimpleNamespace(aws_request_id="bench")
     in_process = summary(timed_calls(lambda: lambda_function.lambda_handler(json.loads(event), context), requests))
@@ -351,7 +351,7 @@ def prepare_model(args, work):
             raise SystemExit(f"no model in {model_dir}: run `invoke deploy` (or `invoke train`) first, or use --arch")
         return model_dir
     from architectures import build_model
-    from model_archive import write_model_dir
+    from training.model_archive import write_model_dir
 
     model_dir = work / f"model-{args.arch}-{args.image_size}"
     write_model_dir(model_dir, build_model(args.arch, 133, weights="none"), arch=args.arch,
@@ -362,7 +362,7 @@ def prepare_model(args, work):
 
 def measure_stack(runtime, args, model_dir, images, predict, small, large):
     """(a)-(d) through the stack with the endpoint on `runtime`; in-process figures taken alternately with it."""
-    settings = stack.LocalSettings(state_dir=BENCH_DIR / f"state-{runtime}", endpoint_port=free_port(),
+    settings = LocalSettings(state_dir=BENCH_DIR / f"state-{runtime}", endpoint_port=free_port(),
                                    function_port=free_port(), endpoint_workers=args.workers, model_dir=model_dir,
                                    archive=model_dir.parent / "model.tar.gz", url_allow_networks="127.0.0.1/32",
                                    endpoint_runtime=runtime)
@@ -373,7 +373,7 @@ def measure_stack(runtime, args, model_dir, images, predict, small, large):
     say(f"(d) invoke deploy to first answer, model present: {results['deploy_to_first_answer_s']:.1f} s")
     pools = {}
     try:
-        state = stack.read_state(settings)
+        state = read_state(settings)
         client = lambda_client(settings, pool=args.clients + 2)
         image_event = json.dumps({"image": base64.b64encode(small).decode()}).encode()
         for _ in range(10):

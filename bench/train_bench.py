@@ -29,15 +29,13 @@ from contextlib import nullcontext
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO_ROOT / "training"), str(REPO_ROOT / "inference")]
 
-import torch  # noqa: E402
+import torch
 
-import synthetic  # noqa: E402
-import train  # noqa: E402
-from architectures import build_model  # noqa: E402
-from feature_cache import extract_features  # noqa: E402
-from imagefolder_data import scan_data  # noqa: E402
+from architectures import build_model
+from training import synthetic, train
+from training.feature_cache import extract_features
+from training.imagefolder_data import scan_data
 
 TRAIN_SCRIPT = REPO_ROOT / "training" / "train.py"
 

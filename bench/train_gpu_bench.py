@@ -24,15 +24,14 @@ from contextlib import nullcontext
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO_ROOT / "training"), str(REPO_ROOT / "inference")]
 
-import torch  # noqa: E402
+import torch
 
-import preprocessing  # noqa: E402
-import synthetic  # noqa: E402
-from architectures import build_model  # noqa: E402
-from feature_cache import extract_features  # noqa: E402
-from imagefolder_data import ImageSamples, collate_skipping_bad, scan_data  # noqa: E402
+import preprocessing
+from architectures import build_model
+from training import synthetic
+from training.feature_cache import extract_features
+from training.imagefolder_data import ImageSamples, collate_skipping_bad, scan_data
 
 TRAIN_SCRIPT = REPO_ROOT / "training" / "train.py"
 

@@ -24,6 +24,7 @@ from architectures import build_model
 from image_decoding import decode_image
 from inference_errors import (BadRequestError, NotAcceptableError, PayloadTooLargeError,
                               UnsupportedMediaTypeError)
+from model_layout import CONFIG_FILE, WEIGHTS_FILE
 from preprocessing import DEFAULT_IMAGE_SIZE, decode_side, eval_transform
 from safe_url_fetch import fetch_image_bytes
 
@@ -38,8 +39,6 @@ DEFAULT_TOP_K = 5
 # so nothing larger ever reaches the container. The container environment (terraform/modules/endpoint) sets
 # TorchServe's TS_MAX_REQUEST_SIZE, and the local endpoints their limit, to this same number.
 MAX_REQUEST_BYTES = 6 * 1024 * 1024
-CONFIG_FILE = "model_config.json"
-WEIGHTS_FILE = "model.pth"
 
 # model_fn sets this to the loaded model's resize size so input_fn can decode big JPEGs at reduced scale.
 _decode_min_side = decode_side(DEFAULT_IMAGE_SIZE)

@@ -29,7 +29,7 @@ from pathlib import Path
 from local.execution_environments import (MAX_PAYLOAD_BYTES, EnvironmentPool, FunctionConfig, Throttled,
                                           decode_client_context)
 from local.function_settings import terraform_function
-from local.function_zip import source_code_hash
+from stack_common.function_zip import source_code_hash
 from local.gunicorn_app import KeepAliveThreadWorker, run_gunicorn
 from local.wsgi import JSON, HttpError, header, method_not_allowed, not_found, read_body, respond
 

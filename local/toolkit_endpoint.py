@@ -7,7 +7,7 @@ code/requirements.txt and runs `torchserve --start`; TorchServe's Java frontend 
 model worker, each running the toolkit's handler service and our inference.py. An archive whose requirements.txt
 names a package is refused before anything starts: the image installs it into its own throwaway environment, here
 that environment is the project's venv. The container environment comes
-from the stack (terraform/modules/endpoint's, see local/stack.py); what only a local run needs is set here:
+from the stack (terraform/modules/endpoint's, see local/servers.py); what only a local run needs is set here:
 TorchServe's addresses on 127.0.0.1 (TS_* variables, which the toolkit's config lets override its own) and its
 temporary folder (its pid file and the workers' sockets live there).
 
@@ -36,6 +36,8 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+
+from local.ports import free_port
 
 logger = logging.getLogger("local.toolkit_endpoint")
 
@@ -192,7 +194,6 @@ def requirements_named(model_dir):
 def serve(args):
     """Unpack the model, start the shim, run the toolkit's serving.main() until TorchServe stops."""
     from local.endpoint_server import unpack_model_archive
-    from local.stack import free_port
 
     base_dir = Path(args.base_dir).resolve()
     work_dir = base_dir / "work"   # the previous endpoint of this state folder has been stopped: its pid file goes

@@ -1,16 +1,9 @@
-"""Test setup shared by every test module: the repository's source folders are importable as they are at run time."""
+"""Fixtures shared by every test module. The project is installed (.ci/setup: `pip install -e .`), so the tests import
+it as every other process of the venv does."""
 
 import os
-import sys
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-for folder in (REPO_ROOT, REPO_ROOT / "training", REPO_ROOT / "inference"):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-
-
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +25,7 @@ def aws_requests_match_the_service_model(request):
 @pytest.fixture(scope="session")
 def tiny_image_folder(tmp_path_factory):
     """A tiny generated ImageFolder set: 3 classes (Red circle, Green square, Blue triangle), 32 px JPEGs."""
-    import synthetic
+    from training import synthetic
 
     root = tmp_path_factory.mktemp("tiny-data") / "shapes"
     return synthetic.make_synthetic_dataset(root, classes=3, split_sizes={"train": 8, "valid": 4, "test": 4},
@@ -45,7 +38,7 @@ def trained_model_dir(tmp_path_factory, tiny_image_folder):
 
     Its model.tar.gz is next to it: trained_model_dir.parent / "model.tar.gz".
     """
-    import train
+    from training import train
 
     work = tmp_path_factory.mktemp("trained")
     args = train.parse_args([
@@ -79,11 +72,13 @@ def local_stack(tmp_path_factory, trained_model_dir):
     import boto3
     from botocore.config import Config
 
+    from bench.loopback_servers import ImageServer
     from local import stack
-    from serving_testlib import ImageServer, free_port
+    from local.ports import free_port
+    from local.settings import LocalSettings
 
     root = tmp_path_factory.mktemp("local-stack")
-    settings = stack.LocalSettings(
+    settings = LocalSettings(
         state_dir=root / "state", endpoint_port=free_port(), function_port=free_port(), model_dir=trained_model_dir,
         archive=trained_model_dir.parent / "model.tar.gz", function_zip=root / "function.zip",
         url_allow_networks="127.0.0.1/32", image_fetch_timeout_s=5.0, endpoint_runtime="toolkit")

@@ -1,5 +1,5 @@
-"""Helpers of the function tests: a local function server (local/function_server.py, its handler in awslambdaric
-environments) started from a zip, and a loopback SageMaker Runtime that answers what a test sets.
+"""Helpers of the function tests: a local function server (bench/loopback_servers.py's FunctionServer, its handler in
+awslambdaric environments) started from a zip, and a loopback SageMaker Runtime that answers what a test sets.
 
 The SageMaker Runtime is AWS, so it is faked, at the network: the handler's own boto3 client sends its real
 InvokeEndpoint request to it (through AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, as the local stack points it at the
@@ -7,26 +7,16 @@ local endpoint), and gets the answer the test chose, in the service's wire forma
 """
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
 
-from local.function_zip import build_function_zip
-from serving_testlib import free_port
+from bench.loopback_servers import FUNCTION_NAME, FunctionServer
+from stack_common.function_zip import build_function_zip
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FUNCTION_NAME = "dog-breeds-test"
 ENDPOINT_NAME = "dog-breeds-test"   # what the fake endpoint is called by the function under test
 ENDPOINT_READ_TIMEOUT_S = 1   # the handler's setting here, so that a silent endpoint costs seconds, not minutes
 
@@ -104,63 +94,6 @@ def build_zip(path, sources):
     return path
 
 
-class FunctionServer:
-    """`python -m local.function_server` on a free port, its log in `log_path`; stopped by stop()."""
-
-    def __init__(self, root, zip_path, handler="lambda_function.lambda_handler", timeout_s=None,
-                 reserved_concurrency=None, environment=None):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = self.root / "function.log"
-        self.function_dir = self.root / "function"
-        command = [sys.executable, "-m", "local.function_server", "--zip", str(zip_path),
-                   "--function-dir", str(self.function_dir), "--function-name", FUNCTION_NAME,
-                   "--handler", handler, "--port", str(self.port)]
-        if timeout_s is not None:
-            command += ["--timeout", str(timeout_s)]
-        if reserved_concurrency is not None:
-            command += ["--reserved-concurrency", str(reserved_concurrency)]
-        for name, value in (environment or {}).items():
-            command += ["--env", f"{name}={value}"]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True,
-                                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.status()
-                break
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise AssertionError(f"the function server did not start:\n{self.log()}")
-                time.sleep(0.05)
-
-    def status(self):
-        with urllib.request.urlopen(self.url + "/local/status", timeout=5) as response:
-            return json.loads(response.read())
-
-    def log(self):
-        return self.log_path.read_text(errors="replace")
-
-    def client(self):
-        """A boto3 lambda client with one attempt, so a test sees every error."""
-        return boto3.client("lambda", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="test",
-                            aws_secret_access_key="test",
-                            config=Config(connect_timeout=2, read_timeout=60, max_pool_connections=32,
-                                          retries={"total_max_attempts": 1}))
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
 
 
 def invoke(client, event, **arguments):

@@ -1,5 +1,5 @@
-"""Helpers of the reliability and security tests: a faked network (DNS answers and a connection guard), the local
-stack's processes as /proc shows them, and the small JSON report the tests leave in build/reliability/.
+"""Helpers of the reliability and security tests: a faked network (DNS answers and a connection guard) and the small
+JSON report the tests leave in build/reliability/.
 
 The network is the one thing these tests fake. FakeNetwork replaces the C-level getaddrinfo (which
 socket.getaddrinfo, and so the endpoint's URL fetch, calls) and socket.connect: names resolve only to what a test
@@ -13,16 +13,11 @@ import ipaddress
 import json
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPORT_DIR = REPO_ROOT / "build" / "reliability"
-if str(REPO_ROOT / "bench") not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT / "bench"))
-
-from load_test import children, rss_mib  # noqa: E402,F401  (bench/load_test.py: the one copy of both)
 
 
 class FakeNetwork:
@@ -78,29 +73,6 @@ class FakeNetwork:
     def outside_connections(self):
         return [(host, port) for host, port in self.connections
                 if not ipaddress.ip_address(host.split("%", 1)[0]).is_loopback]
-
-
-# ------------------------------------------------------------------------------------------------ processes
-
-def environ_of(pid):
-    """A process's environment from /proc/<pid>/environ, as a dict."""
-    raw = Path(f"/proc/{pid}/environ").read_bytes()
-    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-    return {key.decode(errors="replace"): value.decode(errors="replace") for key, value in pairs}
-
-
-def processes_naming(text):
-    """Pids of live processes whose command line contains `text` (a state folder, say)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if text.encode() in cmdline.read_bytes():
-                stat = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()
-                if stat[0] != "Z":
-                    found.append(int(cmdline.parent.name))
-        except (OSError, IndexError):
-            continue
-    return [pid for pid in found if pid != os.getpid()]
 
 
 # ---------------------------------------------------------------------------------------------------- report

@@ -8,8 +8,8 @@ from invoke.exceptions import Exit
 
 import aws.session
 from aws import data_sync, deployment, ec2_training, sagemaker_jobs
-from serving_testlib import free_port
-from test_aws_support import aws_credentials, make_context, moto_account  # noqa: F401 (fixtures)
+from local.ports import free_port
+from aws_testlib import aws_credentials, make_context, moto_account  # noqa: F401 (fixtures)
 
 ENTRY_POINTS = {
     "train --target sagemaker": lambda c: sagemaker_jobs.train(c, instances=2, spot=True),
@@ -89,7 +89,7 @@ def test_an_unreachable_aws_is_reported_as_unreachable_not_as_refused_credential
 
 def test_aws_unreachable_in_the_middle_of_a_task_stops_it_with_one_line(moto_account, tmp_path, monkeypatch):
     """STS and S3 answer (moto), then the SageMaker endpoint cannot be reached."""
-    from test_aws_support import BUCKET, create_bucket, create_role
+    from aws_testlib import BUCKET, create_bucket, create_role
 
     create_bucket(objects=["data/dogImages/train/a/1.jpg"])
     c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role())

@@ -6,7 +6,7 @@ from invoke.exceptions import Exit
 
 from aws import data_sync
 from aws.session import boto_session
-from test_aws_support import (BUCKET, REGION, RequestRecorder, create_bucket, make_context,  # noqa: F401
+from aws_testlib import (BUCKET, REGION, RequestRecorder, create_bucket, make_context,  # noqa: F401
                               moto_account, aws_credentials)
 
 

@@ -11,9 +11,9 @@ import pytest
 from invoke.exceptions import Exit
 from moto.moto_api._internal.models import moto_api_backend
 
-from aws import deployment, model_record, plan_review
+from aws import deployment, model_record, plan_review, terraform_root
 from aws.session import boto_session
-from test_aws_support import (  # noqa: F401 (fixtures)
+from aws_testlib import (  # noqa: F401 (fixtures)
                               BUCKET, REGION, RequestRecorder, aws_credentials, create_role,
                               make_context, moto_account, pinned_workspace, stand_in_terraform,
                               state_outputs)
@@ -60,7 +60,7 @@ def project(moto_account, tmp_path):
 def test_plan_saves_plan_json_and_review_for_the_recorded_model(project, capsys, tmp_path):
     c, _ = project
     review = deployment.plan(c)
-    files = deployment.plan_files(c)
+    files = terraform_root.plan_files(c)
     assert zipfile.ZipFile(tmp_path / "function.zip").namelist() == ["lambda_function.py"]   # built for the plan
     assert files["plan"].stat().st_size > 0
     assert json.loads(files["json"].read_text())["variables"]["model_data_url"]["value"] == MODEL
@@ -74,7 +74,7 @@ def test_plan_takes_the_model_from_the_flag_over_the_record(project):
     c, _ = project
     other = f"s3://{BUCKET}/ec2/run-2/model.tar.gz"
     deployment.plan(c, model_uri=other)
-    assert json.loads(deployment.plan_files(c)["json"].read_text())["variables"]["model_data_url"]["value"] == other
+    assert json.loads(terraform_root.plan_files(c)["json"].read_text())["variables"]["model_data_url"]["value"] == other
 
 
 def test_plan_without_any_model_says_how_to_get_one(moto_account, tmp_path):
@@ -132,7 +132,7 @@ def test_a_plan_older_than_the_state_is_refused(project, tmp_path):
     c, terraform_dir = project
     deployment.plan(c)
     someone_else = pinned_workspace(terraform_dir)                        # another deploy lands after our review
-    someone_else.plan(tmp_path / "theirs.tfplan", deployment.terraform_variables(c, f"s3://{BUCKET}/x/model.tar.gz"))
+    someone_else.plan(tmp_path / "theirs.tfplan", terraform_root.terraform_variables(c, f"s3://{BUCKET}/x/model.tar.gz"))
     someone_else.apply(tmp_path / "theirs.tfplan")
     with pytest.raises(Exit, match=r"older than the Terraform state \(serial 0 then, \d+ now\)"):
         deployment.deploy(c)
@@ -174,7 +174,7 @@ def test_the_tasks_plan_deploy_predict_status_and_destroy_on_the_aws_target(proj
 
     tasks.destroy(c, target="aws")
     assert state_outputs(terraform_dir) == {}
-    assert not deployment.plan_files(c)["plan"].exists()
+    assert not terraform_root.plan_files(c)["plan"].exists()
     with pytest.raises(Exit, match="nothing deployed on AWS"):
         tasks.status(c, target="aws")
 
@@ -185,12 +185,12 @@ def test_an_s3_state_bucket_needs_a_backend_block(project):
     with pytest.raises(Exit, match=r'declares no `backend "s3" \{\}`'):
         deployment.plan(c)
     c.config.aws.state_bucket = ""
-    assert deployment.backend_config(c) == {}
+    assert terraform_root.backend_config(c) == {}
 
 
 def test_the_s3_backend_settings_become_backend_config(tmp_path):
     c = make_context(tmp_path, state_bucket="tf-state", state_lock_table="tf-locks", name_prefix="dogs")
-    assert deployment.backend_config(c) == {"bucket": "tf-state", "key": "dogs/terraform.tfstate", "region": REGION,
+    assert terraform_root.backend_config(c) == {"bucket": "tf-state", "key": "dogs/terraform.tfstate", "region": REGION,
                                             "encrypt": "true", "dynamodb_table": "tf-locks"}
 
 
@@ -238,7 +238,7 @@ def test_a_new_plan_starts_the_new_fleet_at_the_size_autoscaling_chose(project):
         DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 2}])
 
     deployment.plan(c, model_uri=f"s3://{BUCKET}/output/dog-breeds-2/output/model.tar.gz")
-    planned = json.loads(deployment.plan_files(c)["json"].read_text())["variables"]
+    planned = json.loads(terraform_root.plan_files(c)["json"].read_text())["variables"]
     assert planned["endpoint_running_instance_count"]["value"] == 2
     assert planned["endpoint"]["value"] == {"instance_type": c.config.aws.endpoint_instance_type}
     assert planned["bucket"]["value"] == {"create": False, "name": BUCKET}

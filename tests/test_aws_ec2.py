@@ -21,7 +21,7 @@ from invoke.exceptions import Exit
 
 from aws import ec2_training
 from aws.session import boto_session
-from test_aws_support import (  # noqa: F401 (fixtures)
+from aws_testlib import (  # noqa: F401 (fixtures)
                               BUCKET, REGION, RequestRecorder, answer, aws_credentials, create_bucket,
                               make_context, moto_account, refuse, stand_in_terraform,
                               state_outputs)
@@ -163,7 +163,7 @@ def data_archive_url(tiny_image_folder):
     """The tiny data set as a zip on a loopback HTTP server (what DATA_URL points the host at)."""
     import zipfile
 
-    from serving_testlib import ImageServer
+    from bench.loopback_servers import ImageServer
 
     zipped = io.BytesIO()
     with zipfile.ZipFile(zipped, "w") as archive:

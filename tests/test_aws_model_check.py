@@ -6,7 +6,7 @@ import botocore.session
 import pytest
 
 from botocore_model_check import violations
-from test_aws_support import REGION, aws_credentials, moto_account  # noqa: F401 (fixtures)
+from aws_testlib import REGION, aws_credentials, moto_account  # noqa: F401 (fixtures)
 
 SAGEMAKER = botocore.session.get_session().get_service_model("sagemaker")
 SSM = botocore.session.get_session().get_service_model("ssm")

@@ -12,7 +12,7 @@ from invoke.exceptions import Exit
 
 from aws import sagemaker_jobs
 from aws.session import boto_session
-from test_aws_support import (BUCKET, REGION, RequestRecorder, answer, create_bucket, create_role,  # noqa: F401
+from aws_testlib import (BUCKET, REGION, RequestRecorder, answer, create_bucket, create_role,  # noqa: F401
                               make_context, moto_account, aws_credentials, refuse)
 
 DATA = ["data/dogImages/train/001.Affenpinscher/a.jpg", "data/dogImages/valid/001.Affenpinscher/b.jpg"]
@@ -134,7 +134,7 @@ def test_no_data_in_the_bucket_stops_before_any_job_starts(moto_account, tmp_pat
 
 
 def test_metric_definitions_read_the_values_train_py_logs():
-    import train
+    from training import train
 
     logged = {split: {"loss": 0.1 + i, "accuracy": 0.2 + i / 10, "top5_accuracy": 0.3 + i / 10}
               for i, split in enumerate(("train", "valid", "test"))}
@@ -220,7 +220,7 @@ def test_impossible_tuning_requests_stop_with_one_line(account, kwargs, message)
 
 
 def test_train_py_reads_the_tuned_hyperparameters_as_the_container_passes_them(moto_account, tmp_path):
-    import train
+    from training import train
     from sagemaker.train.container_drivers.common.utils import hyperparameters_to_cli_args
 
     ranges = sagemaker_jobs.tuning_ranges(make_context(tmp_path))
@@ -231,7 +231,7 @@ def test_train_py_reads_the_tuned_hyperparameters_as_the_container_passes_them(m
 
 
 def test_first_use_bootstraps_storage_and_iam_with_terraform_then_reuses_its_role(moto_account, tmp_path):
-    from test_aws_support import pinned_workspace, stand_in_terraform
+    from aws_testlib import pinned_workspace, stand_in_terraform
 
     role = create_role("dog-breeds-sagemaker")                    # what Terraform's iam module would create
     create_bucket(objects=DATA)
@@ -311,7 +311,7 @@ def test_a_training_job_aws_refuses_stops_with_one_line(account, tmp_path):
 
 def test_every_training_job_of_a_spot_tuning_job_checkpoints_to_its_own_prefix(account, monkeypatch):
     """The definition holds one checkpoint URI for all jobs; train.py, in each job, keeps to <uri>/<job name>/."""
-    import train
+    from training import train
 
     c, requests, _ = account
     _best_job_of_moto(BUCKET)

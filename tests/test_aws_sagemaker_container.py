@@ -15,7 +15,7 @@ import pytest
 from aws import sagemaker_jobs
 from aws.session import boto_session
 from sagemaker_container_testlib import TrainingContainer
-from test_aws_support import (BUCKET, REGION, RequestRecorder, create_bucket, create_role, make_context,  # noqa: F401
+from aws_testlib import (BUCKET, REGION, RequestRecorder, create_bucket, create_role, make_context,  # noqa: F401
                               moto_account, aws_credentials)
 
 # Small enough for 2 cores: ResNet-18 at 32 px on 24 training images (8 a class), 3 steps an epoch on each of 2 ranks.
@@ -29,7 +29,7 @@ STOP_TIMEOUT_S = 30
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
     """{relative path: bytes} of a generated ImageFolder set, as the data channel holds it."""
-    import synthetic
+    from training import synthetic
 
     root = synthetic.make_synthetic_dataset(tmp_path_factory.mktemp("shapes") / "shapes", classes=3,
                                             split_sizes={"train": 8, "valid": 2}, image_size=40, seed=3)
@@ -89,7 +89,7 @@ def test_a_spot_training_job_checkpoints_on_sigterm_to_pid_1_and_its_restart_fin
         moto_account, tmp_path, shapes, processes):
     import torch
 
-    from model_archive import build_model_archive
+    from training.model_archive import build_model_archive
 
     request = _submitted_job(tmp_path, shapes, processes, spot=True, epochs=EPOCHS)
     container = _training_container(tmp_path / "ml", request)
@@ -131,7 +131,7 @@ def test_a_tuning_job_trains_through_the_sagemaker_training_toolkit_where_sigter
     progress (the checkpoint of the epoch before survives). This pins what docs/aws.md says."""
     import json
 
-    from model_archive import build_model_archive
+    from training.model_archive import build_model_archive
 
     s3 = create_bucket()
     for relative, body in shapes.items():

@@ -6,7 +6,7 @@ import pytest
 import shutil
 
 from aws.terraform import TerraformError, Workspace, binary_version, first_error_line
-from test_aws_support import PINNED_TERRAFORM, stand_in_terraform
+from aws_testlib import PINNED_TERRAFORM, stand_in_terraform
 
 # The pinned 1.0.3, and a newer terraform too when this machine has one on PATH.
 BINARIES = [PINNED_TERRAFORM] + [path for path in [shutil.which("terraform")]
@@ -77,8 +77,8 @@ def test_first_error_line_unwraps_terraform_1x_boxes():
 def test_the_stand_in_and_our_code_match_the_real_root_modules_interface(tmp_path):
     import hcl2
 
-    from aws import deployment
-    from test_aws_support import FIXTURES, REPO_ROOT, make_context
+    from aws import terraform_root
+    from aws_testlib import FIXTURES, REPO_ROOT, make_context
 
     def names(directory, block):
         found = set()
@@ -90,7 +90,7 @@ def test_the_stand_in_and_our_code_match_the_real_root_modules_interface(tmp_pat
     real = REPO_ROOT / "terraform"
     stand_in = FIXTURES / "root_stand_in"
     c = make_context(tmp_path, bucket="b", terraform_variables={"tags": {"Team": "a"}})
-    passed = set(deployment.terraform_variables(c, "s3://b/output/j/output/model.tar.gz", True, 2))
+    passed = set(terraform_root.terraform_variables(c, "s3://b/output/j/output/model.tar.gz", True, 2))
     assert passed <= names(real, "variable")
     assert passed <= names(stand_in, "variable")
     read_by_our_code = {"endpoint_name", "function_name", "sagemaker_role_arn", "bucket_name", "training_host_id",

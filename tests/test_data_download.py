@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import download
-import synthetic
+from training import download
+from training import synthetic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INVOKE = Path(sys.executable).with_name("invoke")

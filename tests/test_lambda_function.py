@@ -8,21 +8,19 @@ import it in-process. The end-to-end tests run the same handler against the real
 """
 
 import base64
-import importlib.util
 import json
 import socket
 import time
 import uuid
-from pathlib import Path
 
 import boto3
 import pytest
 from botocore.config import Config
 
+from stack_common.function_zip import HANDLER_FILE, load_handler_module
 from function_testlib import (ENDPOINT_NAME, ENDPOINT_READ_TIMEOUT_S, endpoint, function_server,  # noqa: F401
                               invoke, model_error, ok, service_error)
 
-LAMBDA_FILE = Path(__file__).resolve().parent.parent / "lambda" / "lambda_function.py"
 ENDPOINT = ENDPOINT_NAME
 IMAGE = b"\xff\xd8\xff\xe0 pretend jpeg"
 ANSWER = {"model_version": "abc123", "predictions": [{"class_name": "Pug", "index": 1, "probability": 0.9}]}
@@ -40,10 +38,7 @@ def module():
     patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     patch.setenv("AWS_ACCESS_KEY_ID", "test")
     patch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    spec = importlib.util.spec_from_file_location("lambda_function_under_test", LAMBDA_FILE)
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    yield loaded
+    yield load_handler_module("lambda_function_under_test")
     patch.undo()
 
 
@@ -233,7 +228,7 @@ def test_the_handler_needs_nothing_but_boto3_and_the_standard_library():
     import ast
     import sys
 
-    tree = ast.parse(LAMBDA_FILE.read_text())
+    tree = ast.parse(HANDLER_FILE.read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
@@ -250,7 +245,7 @@ def test_terraform_gives_the_function_time_for_every_endpoint_attempt_it_makes(m
     """Lambda must not kill the function while its client still waits: a hung model must come back as a 504."""
     import hcl2
 
-    with open(LAMBDA_FILE.parent.parent / "terraform" / "modules" / "lambda" / "variables.tf") as handle:
+    with open(HANDLER_FILE.parent.parent / "terraform" / "modules" / "lambda" / "variables.tf") as handle:
         variables = {name: body for entry in hcl2.load(handle)["variable"] for name, body in entry.items()}
     default = variables["timeout"]["default"]
     lambda_timeout_s = default[0] if isinstance(default, list) else default

@@ -25,9 +25,11 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from bench.loopback_servers import ImageServer
 from local import stack
-from local.stack import LocalSettings
-from serving_testlib import ImageServer, free_port, image_bytes
+from local.ports import free_port
+from local.settings import LocalSettings
+from serving_testlib import image_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INVOKE = str(Path(sys.executable).parent / "invoke")

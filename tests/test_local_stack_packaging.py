@@ -2,7 +2,7 @@
 
 import zipfile
 
-from local.function_zip import LAMBDA_DIR, build_function_zip, source_code_hash
+from stack_common.function_zip import LAMBDA_DIR, build_function_zip, source_code_hash
 
 
 def test_function_zip_holds_only_the_handler_and_is_reproducible(tmp_path):

@@ -9,7 +9,9 @@ from pathlib import Path
 import botocore.session
 import pytest
 
-from local.stack import REPO_ROOT, LocalSettings, StackError, container_environment, endpoint_runtime
+from local.errors import StackError
+from local.servers import container_environment, endpoint_runtime
+from local.settings import REPO_ROOT, LocalSettings
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 
@@ -49,7 +51,7 @@ def test_the_local_function_runs_with_terraforms_handler_settings_and_environmen
 
     from local.function_settings import TERRAFORM_DIR, terraform_function
     from local.function_server import get_args_parser
-    from local.stack import function_environment
+    from local.servers import function_environment
 
     with open(TERRAFORM_DIR / "modules" / "lambda" / "variables.tf") as handle:
         module = {name: body["default"] for entry in hcl2.load(handle)["variable"] for name, body in entry.items()

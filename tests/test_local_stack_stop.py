@@ -5,8 +5,8 @@ import sys
 import time
 from pathlib import Path
 
-from local import stack
-from local.stack import LocalSettings
+from local import supervision
+from local.settings import LocalSettings
 
 # A server that starts a child and exits before it (as a failing server may): the child names the state folder and
 # one of our programs, as TorchServe's frontend and workers do, but it is no group leader and nothing records it.
@@ -21,11 +21,11 @@ def test_stop_all_stops_the_children_of_a_server_that_has_exited(tmp_path):
                               start_new_session=True)
     assert leader.stdout.readline() == b"started\n"
     leader.wait()
-    stack._write_state(settings, {"endpoint": {"pid": leader.pid}})
+    supervision.write_state(settings, {"endpoint": {"pid": leader.pid}})
     deadline = time.monotonic() + 10
-    while not stack.stack_processes(settings) and time.monotonic() < deadline:
+    while not supervision.stack_processes(settings) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert stack.stack_processes(settings), "the child should have outlived its leader"
-    stack.stop_all(settings)
-    assert stack.stack_processes(settings) == []
+    assert supervision.stack_processes(settings), "the child should have outlived its leader"
+    supervision.stop_all(settings)
+    assert supervision.stack_processes(settings) == []
     assert not (Path(settings.state_dir) / "stack.json").exists()

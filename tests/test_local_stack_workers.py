@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from serving_testlib import free_port
+from local.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +44,7 @@ SERVER = textwrap.dedent("""
 def start_server(worker, threads):
     port = free_port()
     process = subprocess.Popen([sys.executable, "-c", SERVER, worker, str(threads), str(port)], cwd=REPO_ROOT,
-                               env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stdout=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     process.port = port
     deadline = time.monotonic() + 30

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from terraform import lint  # the repository root is on sys.path (conftest.py)
+from terraform import lint
 
 REPO = Path(__file__).resolve().parent.parent
 OFFLINE = REPO / "terraform" / "offline_provider"

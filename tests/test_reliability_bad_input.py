@@ -14,16 +14,15 @@ import io
 import json
 import struct
 import time
-import zlib
 
 import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
 
 from inference import MAX_REQUEST_BYTES
-from local import stack as local_stack_module
+from local.stack import endpoint_workers
 from reliability_testlib import REPO_ROOT, write_report
-from serving_testlib import image_bytes
+from serving_testlib import decompression_bomb, image_bytes, png_header_only
 
 FUNCTION = "dog-breeds-local"
 ENDPOINT = "dog-breeds-local"
@@ -32,25 +31,6 @@ LEAK_MARKERS = ("Traceback", 'File "', "/work/", "/tmp/", "/home/", ".py\"", "si
 
 
 # ------------------------------------------------------------------------------------------------ bad images
-
-def png_chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def png_header_only(width, height):
-    """A PNG that declares width x height 8-bit grey pixels and carries none of them."""
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + png_chunk(b"IEND", b""))
-
-
-def decompression_bomb(side=12000):
-    """A real side x side grey PNG of zeros: 144 megapixels in about 140 kB."""
-    compressor = zlib.compressobj(9)
-    row = bytes(side + 1)   # filter byte + pixels
-    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-            + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b""))
-
 
 def jpeg_declaring(width, height):
     """A small real JPEG whose frame header (SOF0) claims width x height."""
@@ -259,7 +239,7 @@ def stack(local_stack):
 
 def endpoint_workers(stack):
     record = json.loads((stack.settings.state_dir / "stack.json").read_text())["endpoint"]
-    return sorted(local_stack_module.endpoint_workers(record))
+    return sorted(endpoint_workers(record))
 
 
 def send(stack, channel, request):

@@ -19,8 +19,10 @@ from pathlib import Path
 
 
 from local.stack import endpoint_workers
-from reliability_testlib import REPO_ROOT, processes_naming, write_report
-from serving_testlib import free_port, image_bytes
+from local.ports import free_port
+from local.procfs import processes_naming
+from reliability_testlib import REPO_ROOT, write_report
+from serving_testlib import image_bytes
 
 FUNCTION = "dog-breeds-local"
 IMAGE_EVENT = {"image": base64.b64encode(image_bytes(size=(320, 240))).decode(), "top_k": 1}

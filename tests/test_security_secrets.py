@@ -15,8 +15,8 @@ import pytest
 from detect_secrets import SecretsCollection
 from detect_secrets.settings import transient_settings
 
-from local.stack import endpoint_workers, group_processes
-from reliability_testlib import children, environ_of
+from local.procfs import children, environ_of, group_processes
+from local.stack import endpoint_workers
 from serving_testlib import image_bytes
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,7 +13,8 @@ import pytest
 import inference
 from inference_errors import UrlRefusedError
 from reliability_testlib import FakeNetwork, write_report
-from serving_testlib import ImageServer, image_bytes
+from bench.loopback_servers import ImageServer
+from serving_testlib import image_bytes
 
 FAKE_PUBLIC_ADDRESS = "93.184.216.34"   # documentation-style public address; routed to a loopback server below
 

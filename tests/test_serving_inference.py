@@ -14,7 +14,8 @@ import inference
 from inference_errors import InferenceError
 from local.endpoint_server import RequestContext   # TorchServe's request context, as the builtin runtime builds it
 from preprocessing import resize_size
-from serving_testlib import CLASS_NAMES, IMAGE_SIZE, ImageServer, image_bytes, make_model_dir
+from bench.loopback_servers import ImageServer
+from serving_testlib import CLASS_NAMES, IMAGE_SIZE, image_bytes, make_model_dir
 
 
 @pytest.fixture(scope="module", autouse=True)

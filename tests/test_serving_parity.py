@@ -27,10 +27,12 @@ from inference import MAX_REQUEST_BYTES
 from inference_errors import InternalServerError
 from local import stack
 from local.endpoint_server import ModelHost, create_app
+from local.ports import free_port
 from local.sagemaker_runtime import INVOKE_ENDPOINT_MAX_BYTES
+from local.settings import LocalSettings
+from local.supervision import read_state
 from local.toolkit_endpoint import requirements_named
-from serving_testlib import free_port, image_bytes
-from test_reliability_bad_input import decompression_bomb, png_header_only
+from serving_testlib import decompression_bomb, image_bytes, png_header_only
 
 JPEG = image_bytes(size=(320, 240), color=(200, 120, 40))
 PNG = image_bytes(size=(100, 80), fmt="PNG", color=(20, 60, 220))
@@ -67,14 +69,14 @@ REQUESTS = [
 def runtimes(local_stack, tmp_path_factory, trained_model_dir):
     """{runtime: (endpoint url, sagemaker-runtime client)} for the session's toolkit stack and a builtin one."""
     root = tmp_path_factory.mktemp("builtin-stack")
-    settings = stack.LocalSettings(
+    settings = LocalSettings(
         state_dir=root / "state", endpoint_port=free_port(), function_port=free_port(), model_dir=trained_model_dir,
         archive=trained_model_dir.parent / "model.tar.gz", function_zip=root / "function.zip",
         url_allow_networks="127.0.0.1/32", image_fetch_timeout_s=5.0, endpoint_runtime="builtin")
     with mock.patch.dict(os.environ, local_stack.canaries):
         state = stack.deploy(settings, progress=lambda message: None)
     assert state["endpoint"]["runtime"] == "builtin"
-    toolkit = stack.read_state(local_stack.settings)["endpoint"]
+    toolkit = read_state(local_stack.settings)["endpoint"]
     assert toolkit["runtime"] == "toolkit"
     local_stack.images.image("/parity.jpg", JPEG)
 

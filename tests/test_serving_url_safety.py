@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 from inference_errors import FetchTimeoutError, PayloadTooLargeError, UrlRefusedError
 from safe_url_fetch import (FetchLimits, allowed_networks_from_environment, fetch_image_bytes,
                             is_public_address)
-from serving_testlib import ImageServer
+from bench.loopback_servers import ImageServer
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
 QUICK = FetchLimits(connect_timeout_s=1, read_timeout_s=0.5, total_timeout_s=1.5, max_bytes=1000, max_redirects=3)

@@ -5,13 +5,11 @@ is built by tools/check_serving_versions.py; .ci/setup builds it before the test
 """
 
 import re
-import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "tools"))
+from tools import check_serving_versions
 
-import check_serving_versions  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_serving_torch_checked_is_the_one_terraform_deploys():

@@ -3,7 +3,6 @@ memory on one machine, gloo otherwise) they travel; a rank that dies ends the ru
 
 import json
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from shared_memory_gradients import host_supports_polling
+from training.shared_memory_gradients import host_supports_polling
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,8 +31,6 @@ def _tiny_network():
 
 
 def _join_rank(rank, world_size, port):
-    for folder in ("training", "inference"):
-        sys.path.insert(0, str(REPO_ROOT / folder))
     import torch.distributed as dist
 
     torch.set_num_threads(1)
@@ -48,8 +45,8 @@ def _rank_main(rank, world_size, port, out_dir):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    import distributed_env
-    import shared_memory_gradients
+    from training import distributed_env
+    from training import shared_memory_gradients
 
     logger = logging.getLogger("train")
     logger.setLevel(logging.INFO)
@@ -137,7 +134,7 @@ def _rank_that_loses_its_peer(rank, world_size, port):
     _join_rank(rank, world_size, port)
     import os
 
-    import distributed_env
+    from training import distributed_env
 
     env = distributed_env.Distributed(rank=rank, world_size=world_size, local_rank=rank,
                                       local_world_size=world_size)

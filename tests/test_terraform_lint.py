@@ -13,7 +13,7 @@ import pytest
 from invoke import MockContext, Result
 from invoke.exceptions import Exit
 
-from terraform import lint  # the repository root is on sys.path (conftest.py)
+from terraform import lint
 
 REPO = Path(__file__).resolve().parent.parent
 TERRAFORM = REPO / "terraform"

@@ -15,10 +15,10 @@ from torchvision.transforms import functional as TF
 from torchvision.transforms.functional import pil_to_tensor
 
 import preprocessing
-import train
-from decoded_images import stored_side
-from test_training_pipeline import (TRAIN_SCRIPT, assert_same_history, history, run_two_processes,
-                                    sigterm_after_first_epoch, tiny_args)
+from training import train
+from training.decoded_images import stored_side
+from training_testlib import (TRAIN_SCRIPT, assert_same_history, history, run_two_processes,
+                              sigterm_after_first_epoch, tiny_args)
 
 
 def smooth_picture(width, height):

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import local_run
-import synthetic
+from training import local_run
+from training import synthetic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INVOKE = Path(sys.executable).with_name("invoke")

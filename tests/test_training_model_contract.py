@@ -9,7 +9,7 @@ from PIL import Image
 
 import architectures
 import preprocessing
-from imagefolder_data import clean_class_name
+from training.imagefolder_data import clean_class_name
 
 
 def test_eval_transform_resizes_crops_and_normalizes_with_imagenet_statistics():
@@ -22,7 +22,7 @@ def test_eval_transform_resizes_crops_and_normalizes_with_imagenet_statistics():
 
 def test_a_big_photo_is_the_same_model_input_in_training_and_serving(tmp_path):
     from image_decoding import decode_image
-    from imagefolder_data import ImageSamples
+    from training.imagefolder_data import ImageSamples
 
     rng = np.random.default_rng(0)
     smooth = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)

@@ -14,63 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import train
+from training import train
 from architectures import build_model
-from model_archive import build_model_archive
-from shared_memory_gradients import host_supports_polling
+from training.model_archive import build_model_archive
+from training.shared_memory_gradients import host_supports_polling
+from training_testlib import (TRAIN_SCRIPT, assert_same_history, history, run_script, run_two_processes,
+                              sigterm_after_first_epoch, tiny_args)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TRAIN_SCRIPT = REPO_ROOT / "training" / "train.py"
 METRIC_LINE = re.compile(r"valid_loss=(\d+\.\d+) valid_accuracy=(\d+\.\d+)")
-
-
-def tiny_args(data, work, *extra):
-    """Flags of a small run: resnet18 from scratch at 32 px, one thread, no loader workers."""
-    return ["--data", str(data), "--model-dir", str(work / "model"), "--output-dir", str(work / "output"),
-            "--checkpoint-dir", str(work / "checkpoints"), "--arch", "resnet18", "--weights", "none",
-            "--image-size", "32", "--batch-size", "4", "--num-workers", "0", "--threads", "1", *extra]
-
-
-def run_script(args, **popen):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(TRAIN_SCRIPT), *args], capture_output=True, text=True, env=env,
-                          timeout=300, **popen)
-
-
-def history(work):
-    return json.loads((work / "output" / "metrics.json").read_text())["history"]
-
-
-def assert_same_history(left, right):
-    assert [row["epoch"] for row in left] == [row["epoch"] for row in right]
-    for a, b in zip(left, right):
-        for key in a:
-            if key.startswith(("train_", "valid_", "test_")):
-                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["epoch"], key)
-
-
-def sigterm_after_first_epoch(args):
-    """Run train.py with `args`, send SIGTERM once epoch 1 is logged; its output lines (it must exit 143)."""
-    process = subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "epoch=1 " in line:
-            process.send_signal(signal.SIGTERM)
-            break
-    lines += process.stdout.readlines()
-    assert process.wait(timeout=120) == train.INTERRUPTED_EXIT_CODE, "".join(lines)
-    return lines
-
-
-def run_two_processes(args, work):
-    """train.py under torchrun with 2 processes; its output and the metrics.json it wrote in `work`."""
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(TRAIN_SCRIPT),
-         *args], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result, json.loads((work / "output" / "metrics.json").read_text())
 
 
 # --- the model directory --------------------------------------------------------------------------------------
@@ -193,7 +144,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed_silently(uninterrupted, t
 @pytest.fixture(scope="module")
 def learnable_image_folder(tmp_path_factory):
     """3 classes of 24 training images at 56 px: enough for a 4-epoch run to learn them (the tiny set is not)."""
-    import synthetic
+    from training import synthetic
 
     root = tmp_path_factory.mktemp("learnable-data") / "shapes"
     return synthetic.make_synthetic_dataset(root, classes=3, split_sizes={"train": 24, "valid": 8, "test": 8},
@@ -224,7 +175,7 @@ def test_a_sigterm_that_reaches_one_torchrun_rank_at_an_epochs_end_stops_every_r
                                                                                             tmp_path):
     """Each rank's SIGTERM flag is its own; the check at an epoch's end must be collective, or the signalled rank
     leaves while the other waits for it in the next batch's all-reduce and dies of the closed connection."""
-    from sigterm_relay import children_of
+    from training.sigterm_relay import children_of
 
     process = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(TRAIN_SCRIPT),

@@ -128,8 +128,7 @@ def write_images(folder, count=4, size=64):
     import numpy as np
     import random
 
-    sys.path.insert(0, str(REPO_ROOT / "training"))
-    import synthetic
+    from training import synthetic
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

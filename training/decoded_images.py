@@ -17,8 +17,8 @@ from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
 import preprocessing
-from checkpointing import TrainingInterrupted
-from imagefolder_data import load_image
+from training.checkpointing import TrainingInterrupted
+from training.imagefolder_data import load_image
 
 log = logging.getLogger("train")
 

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from shared_memory_gradients import SharedMemoryGradients, host_supports_polling
+from training.shared_memory_gradients import SharedMemoryGradients, host_supports_polling
 
 
 @dataclass

@@ -15,8 +15,8 @@ import torch
 from tqdm import tqdm
 
 import preprocessing
-from checkpointing import TrainingInterrupted
-from imagefolder_data import ImageSamples, collate_skipping_bad
+from training.checkpointing import TrainingInterrupted
+from training.imagefolder_data import ImageSamples, collate_skipping_bad
 
 log = logging.getLogger("train")
 

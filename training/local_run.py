@@ -12,10 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import download
-import synthetic
-from imagefolder_data import DataError, scan_data
-from model_archive import CODE_DIR, CONFIG_FILE, WEIGHTS_FILE, build_model_archive
+from model_layout import CODE_DIR, CONFIG_FILE, WEIGHTS_FILE
+from training import download, synthetic
+from training.imagefolder_data import DataError, scan_data
+from training.model_archive import build_model_archive
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
 SYNTHETIC_PRESET = "synthetic-cpu"

@@ -17,10 +17,8 @@ from pathlib import Path
 
 import torch
 
-INFERENCE_DIR = Path(__file__).resolve().parent.parent / "inference"
-WEIGHTS_FILE = "model.pth"
-CONFIG_FILE = "model_config.json"
-CODE_DIR = "code"
+from model_layout import CODE_DIR, CONFIG_FILE, INFERENCE_DIR, WEIGHTS_FILE
+
 # What the serving container must pip-install beyond its own torch/torchvision/pillow. The serving code may keep
 # its own list in inference/requirements.txt; that file then wins.
 DEFAULT_CODE_REQUIREMENTS = "# the SageMaker PyTorch inference image already has torch, torchvision and pillow\n"
@@ -84,10 +82,6 @@ def write_model_dir(model_dir, model, *, arch, class_names, image_size, weights,
     _atomic_write_bytes(model_dir / CONFIG_FILE, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
     copy_inference_code(model_dir / CODE_DIR, inference_dir)
     return config
-
-
-def read_model_config(model_dir):
-    return json.loads((Path(model_dir) / CONFIG_FILE).read_text())
 
 
 def _normalized(info):

@@ -19,11 +19,15 @@ import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-# inference/ holds the code shared with serving (preprocessing, architectures); it sits next to training/.
-_HERE = Path(__file__).resolve().parent
-for _folder in (_HERE, _HERE.parent / "inference"):
-    if str(_folder) not in sys.path:
-        sys.path.insert(0, str(_folder))
+if __name__ == "__main__":
+    # The script entry. SageMaker and the EC2 host run training/train.py from a staged source folder (training/ beside
+    # inference/, nothing installed), torchrun and local runs from the repository: this is the one place training puts
+    # that folder, and its inference/ (see pyproject.toml), on sys.path. The work then runs in the module
+    # training.train, so that nothing is defined twice (once in __main__).
+    _root = Path(__file__).resolve().parent.parent
+    sys.path[:0] = [str(_root), str(_root / "inference")]
+    from training.train import cli
+    sys.exit(cli())
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -31,14 +35,14 @@ from tqdm import tqdm  # noqa: E402
 
 import preprocessing  # noqa: E402
 from architectures import ARCHITECTURES, WEIGHT_CHOICES, WeightsUnavailableError, build_model  # noqa: E402
-from checkpointing import (CheckpointMismatch, TrainingInterrupted, load_checkpoint, remove_checkpoints,  # noqa: E402
-                           rng_state, save_checkpoint, set_rng_state)
-from distributed_env import data_parallel, setup_distributed, setup_logging, teardown_distributed  # noqa: E402
-from feature_cache import backbone_digest, cache_key, cached_features, extract_features  # noqa: E402
-from decoded_images import decode_shard, fits_in_memory, stored_bytes  # noqa: E402
-from imagefolder_data import DataError, ImageSamples, collate_skipping_bad, scan_data  # noqa: E402
-from model_archive import build_model_archive, write_model_dir  # noqa: E402
-from training_curve import write_training_curve  # noqa: E402
+from training.checkpointing import (CheckpointMismatch, TrainingInterrupted, load_checkpoint,  # noqa: E402
+                                    remove_checkpoints, rng_state, save_checkpoint, set_rng_state)
+from training.decoded_images import decode_shard, fits_in_memory, stored_bytes  # noqa: E402
+from training.distributed_env import data_parallel, setup_distributed, setup_logging, teardown_distributed  # noqa: E402
+from training.feature_cache import backbone_digest, cache_key, cached_features, extract_features  # noqa: E402
+from training.imagefolder_data import DataError, ImageSamples, collate_skipping_bad, scan_data  # noqa: E402
+from training.model_archive import build_model_archive, write_model_dir  # noqa: E402
+from training.training_curve import write_training_curve  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -768,6 +772,3 @@ def cli(argv=None):
         return INTERRUPTED_EXIT_CODE
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(cli())

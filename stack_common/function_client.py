@@ -44,12 +44,22 @@ def build_event(url=None, image=None, top_k=5):
     return {"image": base64.b64encode(data).decode(), "top_k": int(top_k)}
 
 
+def lambda_client_config(connect_timeout_s=5, max_attempts=3):
+    """The function's client as users get it: a read timeout above the endpoint's 60 s, standard retries."""
+    return Config(connect_timeout=connect_timeout_s, read_timeout=120,
+                  retries={"mode": "standard", "total_max_attempts": max_attempts})
+
+
+def aws_lambda_client(session):
+    """A lambda client of a boto3 session, for the function deployed on AWS."""
+    return session.client("lambda", config=lambda_client_config())
+
+
 def local_lambda_client(settings, max_attempts=3):
     """A lambda client for the local function server (dummy credentials: the local server does not check them)."""
     return boto3.client("lambda", endpoint_url=settings.function_url, region_name=settings.region,
                         aws_access_key_id="local", aws_secret_access_key="local",
-                        config=Config(connect_timeout=2, read_timeout=120,
-                                      retries={"mode": "standard", "total_max_attempts": max_attempts}))
+                        config=lambda_client_config(connect_timeout_s=2, max_attempts=max_attempts))
 
 
 def invoke_function(client, function_name, event):

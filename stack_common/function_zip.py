@@ -7,11 +7,13 @@ the code does. The local function server and the AWS deployment use the same fil
 
 import base64
 import hashlib
+import importlib.util
 import os
 import zipfile
 from pathlib import Path
 
 LAMBDA_DIR = Path(__file__).resolve().parent.parent / "lambda"
+HANDLER_FILE = LAMBDA_DIR / "lambda_function.py"
 DEFAULT_FUNCTION_ZIP = LAMBDA_DIR.parent / "build" / "function.zip"   # what Terraform uploads, too
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)   # the earliest date a zip entry can hold
 
@@ -32,6 +34,15 @@ def build_function_zip(zip_path, source_dir=LAMBDA_DIR):
             archive.writestr(entry, source.read_bytes(), compresslevel=9)
     os.replace(tmp, zip_path)
     return zip_path
+
+
+def load_handler_module(module_name="lambda_function"):
+    """lambda/lambda_function.py imported into this process under `module_name`, as Lambda imports it from /var/task,
+    without putting lambda/ on sys.path (its module-level clients are built now, from the environment)."""
+    spec = importlib.util.spec_from_file_location(module_name, HANDLER_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def source_code_hash(zip_path):

@@ -1,0 +1,157 @@
+"""The project's Terraform root (aws.terraform_dir): its workspace initialised with the configured backend, the
+variables the aws settings give it, where plans are saved, and the digest that pins what a plan was made from.
+The deployment (aws/deployment.py), the bootstrap of storage and IAM (aws/bootstrap.py) and the EC2 host
+(aws/ec2_training.py) all work on this one root.
+
+State lives where the configuration's backend says: locally in terraform/terraform.tfstate, or in S3 when the
+configuration declares `backend "s3" {}` and aws.state_bucket is set (see the README).
+"""
+
+import hashlib
+from pathlib import Path
+
+import botocore.exceptions
+from invoke.exceptions import Exit
+
+from aws.session import REPO_ROOT, client, repo_path, setting
+from aws.terraform import TerraformError, Workspace
+
+IGNORED_PARTS = {".terraform", ".git", "__pycache__"}
+IGNORED_SUFFIXES = (".tfstate", ".tfstate.backup", ".tfplan", ".lock.info")
+
+
+def plan_dir(c):
+    return repo_path(c, "plan_dir", "build/terraform")
+
+
+def plan_files(c):
+    base = plan_dir(c)
+    return {"plan": base / "plan.tfplan", "json": base / "plan.json", "review": base / "plan.md",
+            "meta": base / "plan-meta.json"}
+
+
+def backend_config(c):
+    """-backend-config values for an S3 backend, from aws.state_*; {} keeps the configuration's own backend."""
+    bucket = setting(c, "state_bucket")
+    if not bucket:
+        return {}
+    default_key = f"{setting(c, 'name_prefix', 'dog-breeds')}/terraform.tfstate"
+    config = {"bucket": bucket, "key": setting(c, "state_key", default_key),
+              "region": setting(c, "state_region", setting(c, "region")), "encrypt": "true"}
+    if setting(c, "state_lock_table"):
+        config["dynamodb_table"] = setting(c, "state_lock_table")
+    return config
+
+
+def _declares_s3_backend(directory):
+    return any('backend "s3"' in path.read_text(errors="replace") for path in Path(directory).glob("*.tf"))
+
+
+def workspace(c, init=True):
+    """The Terraform root of this project (aws.terraform_dir), initialised with the configured backend."""
+    directory = repo_path(c, "terraform_dir", "terraform")
+    environment = {"AWS_REGION": setting(c, "region", ""), "AWS_DEFAULT_REGION": setting(c, "region", "")}
+    if setting(c, "profile"):
+        environment["AWS_PROFILE"] = setting(c, "profile")
+    try:
+        ws = Workspace(directory, terraform_bin=setting(c, "terraform_bin"), environment=environment)
+        backend = backend_config(c)
+        if backend and not _declares_s3_backend(directory):
+            raise Exit(f"aws.state_bucket is set but {directory} declares no `backend \"s3\" {{}}`: add it "
+                       "(see the README, section aws target) or unset aws.state_bucket")
+        if init:
+            print(f"terraform init in {directory}", flush=True)
+            ws.init(backend_config=backend)
+    except TerraformError as error:
+        raise Exit(str(error))
+    return ws
+
+
+def lambda_package(c):
+    return repo_path(c, "lambda_package", "build/function.zip")
+
+
+def terraform_variables(c, model_data_url, enable_ec2_training_host=False, running_instance_count=None):
+    """The root module's variables from the aws settings; aws.terraform_variables adds to them (objects merge)."""
+    extra = {key: _plain(value) for key, value in dict(setting(c, "terraform_variables", {}) or {}).items()}
+    variables = {
+        "name_prefix": setting(c, "name_prefix", "dog-breeds"),
+        "region": setting(c, "region"),
+        "model_data_url": model_data_url,
+        "lambda_package_path": str(lambda_package(c)),
+        "enable_ec2_training_host": bool(enable_ec2_training_host),
+        "endpoint": {"instance_type": setting(c, "endpoint_instance_type", "ml.m5.large")},
+        "ec2_training_host": {"instance_type": setting(c, "ec2_instance_type", "t2.medium")},
+    }
+    if setting(c, "bucket"):  # an existing bucket: Terraform uses it and changes nothing on it
+        variables["bucket"] = {"create": False, "name": setting(c, "bucket")}
+    if running_instance_count:
+        variables["endpoint_running_instance_count"] = int(running_instance_count)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(variables.get(key), dict):
+            variables[key] = {**variables[key], **value}
+        else:
+            variables[key] = value
+    return variables
+
+
+def running_instance_count(c, ws):
+    """The deployed variant's current instance count (autoscaling may have changed it), or None before the first."""
+    try:
+        name = ws.outputs().get("endpoint_name")
+    except TerraformError:
+        return None
+    if not name:
+        return None
+    try:
+        endpoint = client(c, "sagemaker").describe_endpoint(EndpointName=name)
+    except botocore.exceptions.ClientError:
+        return None
+    counts = [variant.get("DesiredInstanceCount") or variant.get("CurrentInstanceCount")
+              for variant in endpoint.get("ProductionVariants", [])]
+    return max((n for n in counts if n), default=None)
+
+
+def _plain(value):
+    """invoke's DataProxy values -> plain dicts and lists that json can write."""
+    if hasattr(value, "items"):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def config_digest(c):
+    """sha256 over the Terraform directory's files (names and bytes) and the function package it deploys."""
+    directory = repo_path(c, "terraform_dir", "terraform")
+    digest = hashlib.sha256()
+    files = sorted(path for path in directory.rglob("*") if path.is_file()
+                   and not IGNORED_PARTS.intersection(path.relative_to(directory).parts)
+                   and not path.name.endswith(IGNORED_SUFFIXES))
+    package = lambda_package(c)
+    if package.exists():
+        files.append(package)
+    for path in files:
+        digest.update(str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path).encode())
+        digest.update(b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def state_version(ws):
+    try:
+        return ws.state_version()
+    except TerraformError as error:
+        raise Exit(str(error))
+
+
+def deployed_outputs(c):
+    """The root's Terraform outputs; Exit when nothing is deployed."""
+    try:
+        outputs = workspace(c).outputs()
+    except TerraformError as error:
+        raise Exit(str(error))
+    if not outputs.get("endpoint_name"):
+        raise Exit("nothing deployed on AWS (no Terraform outputs): `invoke plan` then `invoke deploy --target aws`")
+    return outputs
+
