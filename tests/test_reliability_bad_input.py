@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from PIL import Image
 
 from inference import MAX_REQUEST_BYTES
-from local.stack import endpoint_workers
+from local import stack as local_stack_module
 from reliability_testlib import REPO_ROOT, write_report
 from serving_testlib import decompression_bomb, image_bytes, png_header_only
 
@@ -239,7 +239,7 @@ def stack(local_stack):
 
 def endpoint_workers(stack):
     record = json.loads((stack.settings.state_dir / "stack.json").read_text())["endpoint"]
-    return sorted(endpoint_workers(record))
+    return sorted(local_stack_module.endpoint_workers(record))
 
 
 def send(stack, channel, request):

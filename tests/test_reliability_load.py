@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
-from local.stack import endpoint_workers
+from local import stack as local_stack_module
 from bench.load_test import memory_growth, run_load
 from local.procfs import rss_mib
 from reliability_testlib import write_report
@@ -39,7 +39,7 @@ def invoke(client, event):
 
 def endpoint_workers(stack):
     record = json.loads((stack.settings.state_dir / "stack.json").read_text())["endpoint"]
-    return sorted(endpoint_workers(record))
+    return sorted(local_stack_module.endpoint_workers(record))
 
 
 def test_ten_clients_for_a_minute_get_no_errors_and_flat_worker_memory_from_the_same_workers(local_stack):
