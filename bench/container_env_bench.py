@@ -30,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 from bench.serve_bench import BENCH_DIR, photo_like_jpeg, prepare_model, summary
 from local import stack
 from local.ports import free_port
+from local.procfs import group_processes
 from local.settings import LocalSettings
 
 CORES = str(os.cpu_count())
@@ -59,7 +60,7 @@ PROCESS_KINDS = (("org.pytorch.serve.ModelServer", "TorchServe frontend (Java)")
 def cpu_seconds_by_kind(pgid):
     """CPU seconds of each kind of process in an endpoint's process group, with those of its reaped children."""
     tick, seconds = os.sysconf("SC_CLK_TCK"), {}
-    for pid in stack.group_processes(pgid):
+    for pid in group_processes(pgid):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
@@ -77,9 +78,9 @@ def cpu_per_request(args, model_dir, image, work):
     deployed = {}
     try:
         for index, (name, environment) in enumerate(CPU_VARIANTS.items()):
-            settings = stack.LocalSettings(
-                state_dir=BENCH_DIR / f"cpu-state-{index}", endpoint_port=stack.free_port("127.0.0.1"),
-                function_port=stack.free_port("127.0.0.1"), model_dir=model_dir, archive=work / "model.tar.gz",
+            settings = LocalSettings(
+                state_dir=BENCH_DIR / f"cpu-state-{index}", endpoint_port=free_port("127.0.0.1"),
+                function_port=free_port("127.0.0.1"), model_dir=model_dir, archive=work / "model.tar.gz",
                 endpoint_runtime="toolkit", endpoint_environment=tuple(environment.items()))
             deployed[name] = (settings, stack.deploy(settings, progress=lambda message: None)["endpoint"]["pid"])
         predict = _in_process_predictor(model_dir)

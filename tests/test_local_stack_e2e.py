@@ -28,7 +28,9 @@ from botocore.exceptions import ClientError
 from bench.loopback_servers import ImageServer
 from local import stack
 from local.ports import free_port
+from local.servers import COMPONENTS
 from local.settings import LocalSettings
+from local.supervision import read_state
 from serving_testlib import image_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +131,7 @@ class StackUnderTest:
     def running(self):
         state = stack.status(self.settings)
         return (self.deploy_output is not None and state.get("status") == "running"
-                and all(state.get(component, {}).get("healthy") for component in stack.COMPONENTS))
+                and all(state.get(component, {}).get("healthy") for component in COMPONENTS))
 
     def up(self):
         if not self.running():
@@ -184,7 +186,7 @@ def test_deploy_starts_both_servers_and_answers_through_the_function(deployed, s
     state = state_of(settings)
     assert state["status"] == "running"
     running = processes_of(settings.state_dir)
-    for component in stack.COMPONENTS:
+    for component in COMPONENTS:
         assert state[component]["pid"] in running, f"the {component} server is not running"
         assert Path(state[component]["log"]).exists()
     assert state["endpoint"]["pid"] != state["function"]["pid"]
@@ -439,11 +441,11 @@ def test_destroy_stops_everything(deployed, env, settings, function, images):
 
 def test_a_deploy_killed_half_way_is_cleaned_up_by_destroy(env, settings):
     # Whatever ran before (a stack, or nothing): the new deploy replaces it, and its own record is waited for.
-    before = stack.read_state(settings).get("function", {}).get("pid")
+    before = read_state(settings).get("function", {}).get("pid")
     deploying = subprocess.Popen([INVOKE, "deploy"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: stack.read_state(settings).get("function", {}).get("pid") not in (None, before), 120,
+        wait_for(lambda: read_state(settings).get("function", {}).get("pid") not in (None, before), 120,
                  "deploy never recorded its processes")
     finally:
         deploying.kill()

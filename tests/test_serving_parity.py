@@ -29,7 +29,8 @@ from local import stack
 from local.endpoint_server import ModelHost, create_app
 from local.ports import free_port
 from local.sagemaker_runtime import INVOKE_ENDPOINT_MAX_BYTES
-from local.settings import LocalSettings
+from local.servers import container_environment
+from local.settings import REPO_ROOT, LocalSettings
 from local.supervision import read_state
 from local.toolkit_endpoint import requirements_named
 from serving_testlib import decompression_bomb, image_bytes, png_header_only
@@ -144,7 +145,7 @@ def test_both_runtimes_answer_the_containers_invocations_the_same(runtimes, body
 
 def test_both_runtimes_answer_a_body_over_torchserves_limit_on_invocations_as_torchserve_does(runtimes):
     """Only TorchServe's limit applies at the container's port (the toolkit runtime's shim passes the body on)."""
-    body = bytes(int(stack.container_environment(stack.LocalSettings(state_dir="."))["TS_MAX_REQUEST_SIZE"]) + 1)
+    body = bytes(int(container_environment(LocalSettings(state_dir="."))["TS_MAX_REQUEST_SIZE"]) + 1)
     answers = {runtime: container_answer(url, "POST", "/invocations", body, {"Content-Type": "image/jpeg"})
                for runtime, (url, _) in runtimes.endpoints.items()}
     assert answers == {"toolkit": (413, None, b""), "builtin": (413, None, b"")}
@@ -220,7 +221,7 @@ def test_the_toolkit_runtime_refuses_an_archive_whose_requirements_name_a_packag
             tar.add(path, arcname=str(path.relative_to(model)), recursive=False)
     result = subprocess.run([sys.executable, "-m", "local.toolkit_endpoint", "--archive", str(archive),
                              "--base-dir", str(tmp_path / "base"), "--backend-port", str(free_port())],
-                            cwd=stack.REPO_ROOT, capture_output=True, text=True, timeout=60)
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     last_line = result.stderr.strip().splitlines()[-1]
     assert "code/requirements.txt naming requests==2.0.0" in last_line and "Traceback" not in result.stderr
@@ -229,7 +230,7 @@ def test_the_toolkit_runtime_refuses_an_archive_whose_requirements_name_a_packag
 
 def test_torchserve_and_its_jvm_take_the_frontend_settings_from_the_container_environment(local_stack):
     """What the endpoint module sets for the real image reaches TorchServe's JVM and TorchServe themselves."""
-    environment = stack.container_environment(local_stack.settings)
-    log = Path(stack.read_state(local_stack.settings)["endpoint"]["log"]).read_text()
+    environment = container_environment(local_stack.settings)
+    log = Path(read_state(local_stack.settings)["endpoint"]["log"]).read_text()
     assert f"Picked up JAVA_TOOL_OPTIONS: {environment['JAVA_TOOL_OPTIONS']}" in log
     assert f"Disable system metrics: {environment['TS_DISABLE_SYSTEM_METRICS']}" in log
