@@ -27,7 +27,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-from bench.serve_bench import BENCH_DIR, photo_like_jpeg, prepare_model, summary
+from bench.serve_bench import BENCH_DIR, in_process_predictor, photo_like_jpeg, prepare_model, summary
 from local import stack
 from local.ports import free_port
 from local.procfs import group_processes
@@ -73,8 +73,6 @@ def cpu_seconds_by_kind(pgid):
 
 def cpu_per_request(args, model_dir, image, work):
     """{variant: {process kind: CPU ms per request}} of stacks side by side, plus the four functions in-process."""
-    from serve_bench import _in_process_predictor
-
     deployed = {}
     try:
         for index, (name, environment) in enumerate(CPU_VARIANTS.items()):
@@ -83,7 +81,7 @@ def cpu_per_request(args, model_dir, image, work):
                 function_port=free_port("127.0.0.1"), model_dir=model_dir, archive=work / "model.tar.gz",
                 endpoint_runtime="toolkit", endpoint_environment=tuple(environment.items()))
             deployed[name] = (settings, stack.deploy(settings, progress=lambda message: None)["endpoint"]["pid"])
-        predict = _in_process_predictor(model_dir)
+        predict = in_process_predictor(model_dir)
         callers = {name: invoker(settings.endpoint_url, image) for name, (settings, _) in deployed.items()}
         for _ in range(args.warm_requests):
             for call in callers.values():

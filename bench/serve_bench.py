@@ -87,7 +87,7 @@ def summary(samples):
 
 # ------------------------------------------------------------------------------------------------- in-process
 
-def _in_process_predictor(model_dir, threads=1):
+def in_process_predictor(model_dir, threads=1):
     import torch
 
     torch.set_num_threads(threads)
@@ -103,7 +103,7 @@ def _in_process_predictor(model_dir, threads=1):
 
 
 def _throughput_worker(model_dir, threads, image, ready, running, stop, counts, index):
-    predict = _in_process_predictor(model_dir, threads)
+    predict = in_process_predictor(model_dir, threads)
     for _ in range(3):
         predict(image)
     with ready.get_lock():
@@ -516,7 +516,7 @@ def main(args):
           f"{hop['warm_call']['p99_ms']:.1f} ms, of which the handler in-process {hop['handler_in_process']['p50_ms']:.2f} ms: "
           f"overhead {hop['warm_overhead_p50_ms']:.1f} ms", flush=True)
 
-    predict = _in_process_predictor(model_dir, threads=1)   # one torch thread, like an endpoint worker
+    predict = in_process_predictor(model_dir, threads=1)   # one torch thread, like an endpoint worker
     for _ in range(5):
         predict(small)
     with ImageServer() as images:
