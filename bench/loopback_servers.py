@@ -24,7 +24,26 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_NAME = "dog-breeds-test"
 
 
-class ImageServer:
+class LoopbackHTTPServer:
+    """A ThreadingHTTPServer on 127.0.0.1 (a free port) served by a daemon thread while the `with` block runs."""
+
+    def _listen(self, handler):
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class ImageServer(LoopbackHTTPServer):
     """ThreadingHTTPServer on 127.0.0.1. routes: path -> (status, headers, body) or a callable(handler).
 
     `gate` blocks the /gated/* routes until set; /hang/* never answers until the server stops.
@@ -80,11 +99,7 @@ class ImageServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._listen(Handler)
 
     def url(self, path, host="127.0.0.1"):
         return f"http://{host}:{self.port}{path}"
@@ -95,15 +110,10 @@ class ImageServer:
     def redirect(self, path, location, status=302):
         self.routes[path] = (status, {"Location": location}, b"")
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
     def __exit__(self, *exc):
         self.stopping.set()
         self.gate.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().__exit__(*exc)
 
 
 class FunctionServer:

@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -268,8 +269,6 @@ def function_hop(work, rounds, requests):
     one kept-alive connection, against the same handler called in-process.
     """
     import re
-    from types import SimpleNamespace
-
 
     zip_path = build_function_zip(work / "function.zip")
     event = b'{"picture": "dog.jpg"}'
@@ -360,119 +359,139 @@ def prepare_model(args, work):
     return model_dir
 
 
-def measure_stack(runtime, args, model_dir, images, predict, small, large):
-    """(a)-(d) through the stack with the endpoint on `runtime`; in-process figures taken alternately with it."""
-    settings = LocalSettings(state_dir=BENCH_DIR / f"state-{runtime}", endpoint_port=free_port(),
-                                   function_port=free_port(), endpoint_workers=args.workers, model_dir=model_dir,
-                                   archive=model_dir.parent / "model.tar.gz", url_allow_networks="127.0.0.1/32",
-                                   endpoint_runtime=runtime)
-    results = {"runtime": runtime, "load_average_at_start": os.getloadavg()[0]}
-    say = lambda line: print(f"[{runtime}] {line}", flush=True)   # noqa: E731
-    stack.prepare_model_archive(settings, progress=lambda message: None)
-    results["deploy_to_first_answer_s"] = deploy_to_first_answer(settings, model_dir, settings.archive)
-    say(f"(d) invoke deploy to first answer, model present: {results['deploy_to_first_answer_s']:.1f} s")
-    pools = {}
-    try:
-        state = read_state(settings)
-        client = lambda_client(settings, pool=args.clients + 2)
-        image_event = json.dumps({"image": base64.b64encode(small).decode()}).encode()
-        for _ in range(10):
-            call_function(client, settings, image_event)
-
-        # (a) one in-process prediction, one through the stack, alternately: both see the same machine load
-        in_process_samples, stack_samples = [], []
-        for _ in range(args.requests):
-            in_process_samples += timed_calls(lambda: predict(small), 1)
-            stack_samples += timed_calls(lambda: call_function(client, settings, image_event), 1)
-        in_process, through_stack = summary(in_process_samples), summary(stack_samples)
-        goal = 1.1 * in_process["p50_ms"] + 5
-        results["a_latency"] = {"in_process": in_process, "stack": through_stack, "goal_p50_ms": goal,
-                                "met": through_stack["p50_ms"] <= goal}
-        say(f"(a) latency p50/p99: in-process {in_process['p50_ms']:.1f}/{in_process['p99_ms']:.1f} ms, "
+def _latency(run):
+    """(a) one in-process prediction, one through the stack, alternately: both see the same machine load."""
+    in_process_samples, stack_samples = [], []
+    for _ in range(run.args.requests):
+        in_process_samples += timed_calls(lambda: run.predict(run.small), 1)
+        stack_samples += timed_calls(run.call_image, 1)
+    in_process, through_stack = summary(in_process_samples), summary(stack_samples)
+    goal = 1.1 * in_process["p50_ms"] + 5
+    figures = {"in_process": in_process, "stack": through_stack, "goal_p50_ms": goal,
+               "met": through_stack["p50_ms"] <= goal}
+    run.say(f"(a) latency p50/p99: in-process {in_process['p50_ms']:.1f}/{in_process['p99_ms']:.1f} ms, "
             f"through function+endpoint {through_stack['p50_ms']:.1f}/{through_stack['p99_ms']:.1f} ms "
-            f"(goal p50 <= {goal:.1f} ms: {'met' if results['a_latency']['met'] else 'MISSED'})")
+            f"(goal p50 <= {goal:.1f} ms: {'met' if figures['met'] else 'MISSED'})")
+    return figures
 
-        # where the CPU goes per request: the caller's boto3, the function process, the endpoint processes
-        count = args.requests
-        marks = (own_cpu_seconds(), group_cpu_seconds(state["function"]["pid"]),
-                 group_cpu_seconds(state["endpoint"]["pid"]))
-        timed_calls(lambda: call_function(client, settings, image_event), count)
-        spent = [after - before for after, before in zip(
-            (own_cpu_seconds(), group_cpu_seconds(state["function"]["pid"]),
-             group_cpu_seconds(state["endpoint"]["pid"])), marks)]
-        mark = own_cpu_seconds()
-        timed_calls(lambda: predict(small), count)
-        model_cpu = own_cpu_seconds() - mark
-        results["cpu_ms_per_request"] = {"client_boto3": 1000 * spent[0] / count,
-                                         "function": 1000 * spent[1] / count,
-                                         "endpoint": 1000 * spent[2] / count,
-                                         "in_process_four_functions": 1000 * model_cpu / count}
-        cpu = results["cpu_ms_per_request"]
-        say(f"    CPU per request: caller (boto3) {cpu['client_boto3']:.1f} ms, function {cpu['function']:.1f} ms, "
+
+def _cpu_per_request(run):
+    """Where the CPU goes per request: the caller's boto3, the function process, the endpoint processes."""
+    count = run.args.requests
+
+    def now():
+        return (own_cpu_seconds(), group_cpu_seconds(run.state["function"]["pid"]),
+                group_cpu_seconds(run.state["endpoint"]["pid"]))
+
+    marks = now()
+    timed_calls(run.call_image, count)
+    spent = [after - before for after, before in zip(now(), marks)]
+    mark = own_cpu_seconds()
+    timed_calls(lambda: run.predict(run.small), count)
+    model_cpu = own_cpu_seconds() - mark
+    cpu = {"client_boto3": 1000 * spent[0] / count, "function": 1000 * spent[1] / count,
+           "endpoint": 1000 * spent[2] / count, "in_process_four_functions": 1000 * model_cpu / count}
+    run.say(f"    CPU per request: caller (boto3) {cpu['client_boto3']:.1f} ms, function {cpu['function']:.1f} ms, "
             f"endpoint {cpu['endpoint']:.1f} ms; in-process four functions {cpu['in_process_four_functions']:.1f} ms")
+    return cpu
 
-        # (c) 12 MP vs 0.2 MP by URL, end to end, alternately
-        url_event = {size: json.dumps({"url": images.url(f"/{size}.jpg")}).encode() for size in ("small", "large")}
+
+def _large_image(run):
+    """(c) 12 MP vs 0.2 MP by URL, end to end, alternately."""
+    url_event = {size: json.dumps({"url": run.images.url(f"/{size}.jpg")}).encode() for size in ("small", "large")}
+    for size in ("small", "large"):
+        for _ in range(3):
+            call_function(run.client, run.settings, url_event[size])
+    samples = {"small": [], "large": []}
+    for _ in range(max(20, run.args.requests // 3)):
         for size in ("small", "large"):
-            for _ in range(3):
-                call_function(client, settings, url_event[size])
-        samples = {"small": [], "large": []}
-        for _ in range(max(20, args.requests // 3)):
-            for size in ("small", "large"):
-                samples[size] += timed_calls(lambda: call_function(client, settings, url_event[size]), 1)
-        by_size = {size: summary(samples[size]) for size in samples}
-        ratio = by_size["large"]["p50_ms"] / by_size["small"]["p50_ms"]
-        full_decode = summary(timed_calls(lambda: Image.open(io.BytesIO(large)).convert("RGB"), 5))
-        results["c_large_image"] = {"small_0_2mp": by_size["small"], "large_12mp": by_size["large"],
-                                    "ratio": ratio, "met": ratio <= 2,
-                                    "full_12mp_decode_ms_for_reference": full_decode["p50_ms"]}
-        say(f"(c) by URL end to end p50: 0.2 MP {by_size['small']['p50_ms']:.1f} ms, 12 MP "
+            samples[size] += timed_calls(lambda: call_function(run.client, run.settings, url_event[size]), 1)
+    by_size = {size: summary(samples[size]) for size in samples}
+    ratio = by_size["large"]["p50_ms"] / by_size["small"]["p50_ms"]
+    full_decode = summary(timed_calls(lambda: Image.open(io.BytesIO(run.large)).convert("RGB"), 5))
+    run.say(f"(c) by URL end to end p50: 0.2 MP {by_size['small']['p50_ms']:.1f} ms, 12 MP "
             f"{by_size['large']['p50_ms']:.1f} ms: {ratio:.2f}x (goal <= 2x: {'met' if ratio <= 2 else 'MISSED'}; "
             f"a full 12 MP decode alone takes {full_decode['p50_ms']:.0f} ms)")
+    return {"small_0_2mp": by_size["small"], "large_12mp": by_size["large"], "ratio": ratio, "met": ratio <= 2,
+            "full_12mp_decode_ms_for_reference": full_decode["p50_ms"]}
 
-        # (b) throughput: windows of the stack under 10 clients alternate with windows of in-process pools.
-        # The clients run on the cores being measured; on a deployment they would not. boto3 costs a caller
-        # about 2.5 ms of CPU per call here (printed below), which the stack never gets back; the goal is
-        # judged with plain HTTP callers that cost a tenth of that, the boto3 callers' figure is printed too.
-        cores = os.cpu_count()
-        pools = {f"{cores} processes x 1 thread": InProcessPool(model_dir, small, cores, 1),
-                 f"1 process x {cores} threads": InProcessPool(model_dir, small, 1, cores)}
-        callers = {"plain HTTP": lambda: PlainInvokeCaller(settings),
-                   "boto3": lambda: lambda event: call_function(client, settings, event)}
-        for make_caller in callers.values():
-            stack_throughput(make_caller, image_event, args.clients, 3)   # warm every connection
-        window = args.seconds / args.rounds
-        stack_rates = {name: [] for name in callers}
-        caller_cpu = {name: [] for name in callers}
-        pool_rates = {name: [] for name in pools}
-        for _ in range(args.rounds):
-            for name, make_caller in callers.items():
-                rate, cpu_ms = stack_throughput(make_caller, image_event, args.clients, window)
-                stack_rates[name].append(rate)
-                caller_cpu[name].append(cpu_ms)
-            for name, pool in pools.items():
-                pool_rates[name].append(pool.window(window))
-    finally:
-        for pool in pools.values():
-            pool.close()
-        stack.destroy(settings)
 
+def _throughput_windows(run, pools):
+    """(b) windows of the stack under the clients alternate with windows of the in-process pools.
+
+    The clients run on the cores being measured; on a deployment they would not. boto3 costs a caller about 2.5 ms
+    of CPU per call here (printed), which the stack never gets back; the goal is judged with plain HTTP callers that
+    cost a tenth of that, the boto3 callers' figure is printed too.
+    """
+    callers = {"plain HTTP": lambda: PlainInvokeCaller(run.settings),
+               "boto3": lambda: lambda event: call_function(run.client, run.settings, event)}
+    for make_caller in callers.values():
+        stack_throughput(make_caller, run.image_event, run.args.clients, 3)   # warm every connection
+    window = run.args.seconds / run.args.rounds
+    stack_rates, caller_cpu = {name: [] for name in callers}, {name: [] for name in callers}
+    pool_rates = {name: [] for name in pools}
+    for _ in range(run.args.rounds):
+        for name, make_caller in callers.items():
+            rate, cpu_ms = stack_throughput(make_caller, run.image_event, run.args.clients, window)
+            stack_rates[name].append(rate)
+            caller_cpu[name].append(cpu_ms)
+        for name, pool in pools.items():
+            pool_rates[name].append(pool.window(window))
+    return stack_rates, caller_cpu, pool_rates, window
+
+
+def _throughput_figures(run, stack_rates, caller_cpu, pool_rates, window):
     stack_rate = {name: statistics.fmean(rates) for name, rates in stack_rates.items()}
     cpu_per_call = {name: statistics.fmean(values) for name, values in caller_cpu.items()}
     candidates = {name: statistics.fmean(rates) for name, rates in pool_rates.items()}
     best_name, best_rate = max(candidates.items(), key=lambda item: item[1])
     ratio = {name: rate / best_rate for name, rate in stack_rate.items()}
-    results["b_throughput"] = {"stack_img_s": stack_rate["plain HTTP"], "ratio": ratio["plain HTTP"],
-                               "met": ratio["plain HTTP"] >= THROUGHPUT_GOAL, "clients": args.clients,
-                               "stack_img_s_by_caller": stack_rate, "ratio_by_caller": ratio,
-                               "caller_cpu_ms_per_call": cpu_per_call, "in_process_img_s": candidates,
-                               "best_in_process": best_name, "rounds": args.rounds, "window_s": window}
-    say(f"(b) throughput with {args.clients} clients: stack "
-        + ", ".join(f"{stack_rate[name]:.1f} img/s with {name} callers ({cpu_per_call[name]:.1f} ms CPU per call)"
-                    for name in stack_rate)
-        + "; in-process " + ", ".join(f"{name} {rate:.1f} img/s" for name, rate in candidates.items())
-        + f"; ratio {ratio['plain HTTP']:.2f} (goal >= {THROUGHPUT_GOAL}: "
-        + f"{'met' if ratio['plain HTTP'] >= THROUGHPUT_GOAL else 'MISSED'}), with boto3 callers {ratio['boto3']:.2f}")
+    clients = run.args.clients
+    run.say(f"(b) throughput with {clients} clients: stack "
+            + ", ".join(f"{stack_rate[name]:.1f} img/s with {name} callers ({cpu_per_call[name]:.1f} ms CPU per "
+                        "call)" for name in stack_rate)
+            + "; in-process " + ", ".join(f"{name} {rate:.1f} img/s" for name, rate in candidates.items())
+            + f"; ratio {ratio['plain HTTP']:.2f} (goal >= {THROUGHPUT_GOAL}: "
+            + f"{'met' if ratio['plain HTTP'] >= THROUGHPUT_GOAL else 'MISSED'}), with boto3 callers "
+            + f"{ratio['boto3']:.2f}")
+    return {"stack_img_s": stack_rate["plain HTTP"], "ratio": ratio["plain HTTP"],
+            "met": ratio["plain HTTP"] >= THROUGHPUT_GOAL, "clients": clients, "stack_img_s_by_caller": stack_rate,
+            "ratio_by_caller": ratio, "caller_cpu_ms_per_call": cpu_per_call, "in_process_img_s": candidates,
+            "best_in_process": best_name, "rounds": run.args.rounds, "window_s": window}
+
+
+def measure_stack(runtime, args, model_dir, images, predict, small, large):
+    """(a)-(d) through the stack with the endpoint on `runtime`; in-process figures taken alternately with it."""
+    settings = LocalSettings(state_dir=BENCH_DIR / f"state-{runtime}", endpoint_port=free_port(),
+                             function_port=free_port(), endpoint_workers=args.workers, model_dir=model_dir,
+                             archive=model_dir.parent / "model.tar.gz", url_allow_networks="127.0.0.1/32",
+                             endpoint_runtime=runtime)
+    results = {"runtime": runtime, "load_average_at_start": os.getloadavg()[0]}
+    run = SimpleNamespace(args=args, settings=settings, images=images, predict=predict, small=small, large=large,
+                          say=lambda line: print(f"[{runtime}] {line}", flush=True))
+    stack.prepare_model_archive(settings, progress=lambda message: None)
+    results["deploy_to_first_answer_s"] = deploy_to_first_answer(settings, model_dir, settings.archive)
+    run.say(f"(d) invoke deploy to first answer, model present: {results['deploy_to_first_answer_s']:.1f} s")
+    pools = {}
+    try:
+        run.state = read_state(settings)
+        run.client = lambda_client(settings, pool=args.clients + 2)
+        run.image_event = json.dumps({"image": base64.b64encode(small).decode()}).encode()
+        run.call_image = lambda: call_function(run.client, settings, run.image_event)
+        for _ in range(10):
+            run.call_image()
+        results["a_latency"] = _latency(run)
+        results["cpu_ms_per_request"] = _cpu_per_request(run)
+        results["c_large_image"] = _large_image(run)
+        cores = os.cpu_count()
+        pools = {f"{cores} processes x 1 thread": InProcessPool(model_dir, small, cores, 1),
+                 f"1 process x {cores} threads": InProcessPool(model_dir, small, 1, cores)}
+        windows = _throughput_windows(run, pools)
+    finally:
+        for pool in pools.values():
+            pool.close()
+        stack.destroy(settings)
+    results["b_throughput"] = _throughput_figures(run, *windows)
     results["load_average_at_end"] = os.getloadavg()[0]
     return results
 

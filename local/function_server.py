@@ -77,6 +77,28 @@ def _names_function(requested, function_name):
     return requested.split(":", 1)[0] == function_name
 
 
+def _read_invocation(environ, requested, config):
+    """(payload, invocation type, client context) of an Invoke request, or the HttpError Lambda answers it with."""
+    if not _names_function(requested, config.name):
+        raise _error(404, "ResourceNotFoundException",
+                     f"Function not found: arn:aws:lambda:{config.region}:{ACCOUNT}:function:{requested}")
+    payload = read_body(environ, MAX_PAYLOAD_BYTES, _payload_too_large)
+    try:
+        json.loads(payload) if payload else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _error(400, "InvalidRequestContentException",
+                     f"Could not parse request body into json: {error}") from None
+    invocation_type = header(environ, "X-Amz-Invocation-Type") or "RequestResponse"
+    if invocation_type not in ("RequestResponse", "Event", "DryRun"):
+        raise _error(400, "InvalidParameterValueException", f"Unsupported invocation type {invocation_type}")
+    client_context = decode_client_context(header(environ, "X-Amz-Client-Context")) \
+        if invocation_type != "DryRun" else None
+    if client_context is False:
+        raise _error(400, "InvalidRequestContentException",
+                     "Client context must be a valid Base64-encoded JSON object.")
+    return payload, invocation_type, client_context
+
+
 def create_app(config, reserved_concurrency=10, code_sha256=None):
     """The WSGI app over a new pool of execution environments for `config` (a FunctionConfig)."""
     pool = EnvironmentPool(config, reserved_concurrency)
@@ -88,24 +110,9 @@ def create_app(config, reserved_concurrency=10, code_sha256=None):
             logger.warning("event invocation %s failed: %s", answer.request_id, answer.body[:500])
 
     def invoke(environ, requested):
-        if not _names_function(requested, config.name):
-            raise _error(404, "ResourceNotFoundException",
-                         f"Function not found: arn:aws:lambda:{config.region}:{ACCOUNT}:function:{requested}")
-        payload = read_body(environ, MAX_PAYLOAD_BYTES, _payload_too_large)
-        try:
-            json.loads(payload) if payload else None
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise _error(400, "InvalidRequestContentException",
-                         f"Could not parse request body into json: {error}") from None
-        invocation_type = header(environ, "X-Amz-Invocation-Type") or "RequestResponse"
+        payload, invocation_type, client_context = _read_invocation(environ, requested, config)
         if invocation_type == "DryRun":
             return 204, b"", ()
-        if invocation_type not in ("RequestResponse", "Event"):
-            raise _error(400, "InvalidParameterValueException", f"Unsupported invocation type {invocation_type}")
-        client_context = decode_client_context(header(environ, "X-Amz-Client-Context"))
-        if client_context is False:
-            raise _error(400, "InvalidRequestContentException",
-                         "Client context must be a valid Base64-encoded JSON object.")
         try:
             environment = pool.acquire()
         except Throttled:

@@ -7,21 +7,20 @@ local endpoint), and gets the answer the test chose, in the service's wire forma
 """
 
 import json
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from bench.loopback_servers import FUNCTION_NAME, FunctionServer
+from bench.loopback_servers import FUNCTION_NAME, FunctionServer, LoopbackHTTPServer
 from stack_common.function_zip import build_function_zip
 
 ENDPOINT_NAME = "dog-breeds-test"   # what the fake endpoint is called by the function under test
 ENDPOINT_READ_TIMEOUT_S = 1   # the handler's setting here, so that a silent endpoint costs seconds, not minutes
 
 
-class FakeSageMakerRuntime:
+class FakeSageMakerRuntime(LoopbackHTTPServer):
     """InvokeEndpoint on 127.0.0.1. `answer` is (status, headers, body) for every request until changed, or a
     callable(handler) that answers itself; `requests` records (path, headers, body)."""
 
@@ -52,19 +51,8 @@ class FakeSageMakerRuntime:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._listen(Handler)
+        self.url = f"http://127.0.0.1:{self.port}"
 
 
 def ok(body):
