@@ -4,7 +4,7 @@ The deployment (aws/deployment.py), the bootstrap of storage and IAM (aws/bootst
 (aws/ec2_training.py) all work on this one root.
 
 State lives where the configuration's backend says: locally in terraform/terraform.tfstate, or in S3 when the
-configuration declares `backend "s3" {}` and aws.state_bucket is set (see the README).
+configuration declares `backend "s3" {}` and aws.state_bucket is set (docs/aws.md, "Terraform state in S3").
 """
 
 import hashlib
@@ -58,7 +58,7 @@ def workspace(c, init=True):
         backend = backend_config(c)
         if backend and not _declares_s3_backend(directory):
             raise Exit(f"aws.state_bucket is set but {directory} declares no `backend \"s3\" {{}}`: add it "
-                       "(see the README, section aws target) or unset aws.state_bucket")
+                       "(docs/aws.md, section Terraform state in S3) or unset aws.state_bucket")
         if init:
             print(f"terraform init in {directory}", flush=True)
             ws.init(backend_config=backend)
