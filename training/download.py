@@ -17,7 +17,6 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
-DEFAULT_URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
 COMPLETE_MARKER = ".complete"
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 30
@@ -141,8 +140,11 @@ def fetch_dataset(url, data_dir, *, progress=False, keep_archive=False):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--url", default=DEFAULT_URL, help="zip archive with train/ valid/ test/")
-    parser.add_argument("--data-dir", default="data/dogImages", help="where the data set is unpacked")
+    from configuration.areas import DataSettings, load   # the defaults of `invoke data`: data.url, data.dir
+
+    defaults = load({}, DataSettings)
+    parser.add_argument("--url", default=defaults.url, help="zip archive with train/ valid/ test/")
+    parser.add_argument("--data-dir", default=str(defaults.dir), help="where the data set is unpacked")
     parser.add_argument("--keep-archive", action="store_true", help="keep the zip after unpacking")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -3,14 +3,14 @@
 # Idempotent (a complete data set is left alone), resumable (curl continues a partial download), no prompts,
 # and loud: any failure stops the script with a non-zero status and a one-line reason.
 #
-#   DATA_URL   zip archive with train/ valid/ test/ (default: the course's dogImages.zip)
+#   DATA_URL   zip archive with train/ valid/ test/ (required: ec2-train passes data.url)
 #   DATA_ROOT  where the data set goes (default: ./data; it ends up in $DATA_ROOT/dogImages)
-#   MODEL_DIR  model folder to create (default: ./build/model)
+#   MODEL_DIR  model folder to create (required: ec2-train passes the host's model folder)
 set -euo pipefail
 
-DATA_URL="${DATA_URL:-https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip}"
+DATA_URL="${DATA_URL:?ec2-data-download: set DATA_URL (data.url, docs/configuration.md)}"
 DATA_ROOT="${DATA_ROOT:-data}"
-MODEL_DIR="${MODEL_DIR:-build/model}"
+MODEL_DIR="${MODEL_DIR:?ec2-data-download: set MODEL_DIR}"
 TARGET="$DATA_ROOT/dogImages"
 ARCHIVE="$DATA_ROOT/$(basename "${DATA_URL%%\?*}")"
 STAGING="$DATA_ROOT/.dogImages.extract"
