@@ -29,8 +29,23 @@ def setting(default, help, consumer, *, choices=(), minimum=None):
     return field(default=default, metadata=metadata)
 
 
+class Area:
+    """What every area does once built, by `load` or directly: relative paths become the repository root's, and
+    `check` refuses a combination of values that each alone would be fine."""
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for spec in dataclasses.fields(self):
+            if hints[spec.name] is Path and not Path(getattr(self, spec.name)).is_absolute():
+                object.__setattr__(self, spec.name, REPO_ROOT / getattr(self, spec.name))
+        self.check()
+
+    def check(self):
+        pass
+
+
 @dataclass(frozen=True)
-class ProjectSettings:
+class ProjectSettings(Area):
     SECTION: typing.ClassVar[tuple] = ()
     target: str = setting("local", "where deploy/status/destroy/predict work", "tasks.py", choices=("local", "aws"))
     function_zip: Path = setting("build/function.zip", "the Lambda package, built reproducibly; the local function "
@@ -38,7 +53,7 @@ class ProjectSettings:
 
 
 @dataclass(frozen=True)
-class DataSettings:
+class DataSettings(Area):
     SECTION: typing.ClassVar[tuple] = ("data",)
     dir: Path = setting("data/dogImages", "the real data set (train/ valid/ test/)",
                         "tasks.py, training/local_run.py, aws/sagemaker_jobs.py")
@@ -50,7 +65,7 @@ class DataSettings:
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(Area):
     SECTION: typing.ClassVar[tuple] = ("train",)
     model_dir: Path = setting("build/model", "what training writes (weights, class names, config, code/) and "
                               "the local stack serves", "training/local_run.py, local/stack.py")
@@ -61,11 +76,11 @@ class TrainSettings:
                             "local/stack.py")
     hyperparameters: dict = setting({}, "train.py flags for every target (local, torchrun, SageMaker, EC2, tuning's "
                                     "fixed values), e.g. {epochs: 20, arch: resnet18}; `--set name=value` adds one",
-                                    "configuration/hyperparameters.py")
+                                    "training/hyperparameters.py")
 
 
 @dataclass(frozen=True)
-class LocalSettings:
+class LocalSettings(Area):
     SECTION: typing.ClassVar[tuple] = ("local",)
     state_dir: Path = setting(".state", "ports, pids and logs of the local stack", "local/stack.py")
     host: str = setting("127.0.0.1", "address both local servers listen on", "local/stack.py")
@@ -91,7 +106,7 @@ class LocalSettings:
 
 
 @dataclass(frozen=True)
-class AwsSettings:
+class AwsSettings(Area):
     SECTION: typing.ClassVar[tuple] = ("aws",)
     region: str = setting("us-east-1", "AWS region of everything (the local stack's SageMaker/Lambda names too)",
                           "aws/session.py, local/stack.py")
@@ -146,7 +161,7 @@ class AwsSettings:
 
 
 @dataclass(frozen=True)
-class TuningSettings:
+class TuningSettings(Area):
     SECTION: typing.ClassVar[tuple] = ("tuning",)
     objective: str = setting("valid_loss", "valid_loss (minimized) or valid_accuracy (maximized)",
                              "aws/sagemaker_jobs.py", choices=("valid_loss", "valid_accuracy"))
@@ -163,7 +178,7 @@ class TuningSettings:
     batch_size: tuple[int, ...] = setting((32, 64, 128, 256), "the --batch-size values to try; [] leaves it out",
                                           "aws/sagemaker_jobs.py")
 
-    def __post_init__(self):
+    def check(self):
         for name in ("learning_rate", "weight_decay", "epochs"):
             bounds = getattr(self, name)
             if bounds and not (len(bounds) == 2 and 0 < bounds[0] < bounds[1]):
@@ -174,7 +189,7 @@ class TuningSettings:
 
 
 @dataclass(frozen=True)
-class Ec2Settings:
+class Ec2Settings(Area):
     SECTION: typing.ClassVar[tuple] = ("ec2",)
     instance_type: str = setting("t2.medium", "the EC2 training host (g4dn.xlarge or g5.xlarge for a GPU)",
                                  "aws/deployment.py")
@@ -194,7 +209,7 @@ class Ec2Settings:
 
 
 @dataclass(frozen=True)
-class LintSettings:
+class LintSettings(Area):
     SECTION: typing.ClassVar[tuple] = ("lint",)
     terraform: str = setting("", "terraform >= 1.7 for `invoke lint`'s validate and test (empty: the newest on "
                              "PATH)", "tasks.py")
@@ -271,8 +286,6 @@ def _parse_field(area, spec, raw):
     hints = typing.get_type_hints(area)
     label = f"{setting_name(area, spec.name)} ({env_name(area, spec.name)})"
     value = parse_value(label, raw, hints[spec.name])
-    if hints[spec.name] is Path:
-        value = value if value.is_absolute() else REPO_ROOT / value
     choices, minimum = spec.metadata["choices"], spec.metadata["minimum"]
     if choices and value not in choices:
         raise SettingError(f"{label}: {value!r} is not one of {', '.join(choices)}")

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from invoke import Config
 
-from configuration import hyperparameters, reference
+from configuration import reference
+from training import hyperparameters
 from configuration.areas import (AREAS, REPO_ROOT, AwsSettings, DataSettings, LocalSettings, ProjectSettings,
                                  TrainSettings, TuningSettings, default_of, env_name, invoke_defaults, load)
 from configuration.values import SettingError

@@ -7,9 +7,7 @@ is an error; so is a name train.py does not take, one the target sets itself (pa
 tuning searches. Local runs, torchrun and the EC2 host get `as_flags`, SageMaker gets `as_sagemaker`.
 """
 
-import argparse
 import functools
-import importlib
 
 import yaml
 
@@ -24,14 +22,16 @@ SET_BY_THE_TARGET = {"data": "data.dir", "model_dir": "train.model_dir", "output
 @functools.lru_cache(maxsize=1)
 def train_parser():
     """training/train.py's own parser (importing it imports torch, so only when flags are built)."""
-    return importlib.import_module("training.train").get_args_parser()
+    from training.train import get_args_parser
+
+    return get_args_parser()
 
 
 def _actions(parser):
     """{spelling: action} for every flag of the parser: its dest and each option string without dashes."""
     spellings = {}
     for action in parser._actions:   # argparse keeps no public list of its arguments
-        if isinstance(action, argparse._HelpAction) or not action.option_strings:
+        if action.dest == "help" or not action.option_strings:
             continue
         for spelling in [action.dest] + [option.lstrip("-") for option in action.option_strings]:
             spellings[spelling] = action
