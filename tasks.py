@@ -1,6 +1,7 @@
 """Runbook of the project: each task is one step a person used to do by hand.
 
-Settings come from flags, else invoke.yaml / INVOKE_* environment variables, else the defaults there.
+Settings come from flags, else invoke.yaml / INVOKE_* environment variables, else the defaults declared in
+configuration/areas.py, which the collection hands to invoke (docs/configuration.md lists them all).
 The work itself lives in training/, local/ and aws/; the tasks only call it.
 """
 
@@ -12,14 +13,16 @@ from pathlib import Path
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
+from configuration.areas import DataSettings, LintSettings, ProjectSettings, invoke_defaults, load
+
 REPO_ROOT = Path(__file__).resolve().parent
 TARGETS = ("local", "aws")   # each a package with the same commands module: local/commands.py, aws/commands.py
 TARGET_ALIASES = {"sagemaker": "aws"}
 
 
 def _commands(c, target):
-    """The commands module of the chosen target: --target, else `target` in invoke.yaml."""
-    chosen = TARGET_ALIASES.get(target, target) or c.config.target
+    """The commands module of the chosen target: --target, else the `target` setting."""
+    chosen = TARGET_ALIASES.get(target, target) or load(c, ProjectSettings).target
     if chosen not in TARGETS:
         raise Exit(f"unknown target {chosen!r}: use one of {', '.join(TARGETS)}")
     return importlib.import_module(f"{chosen}.commands")
@@ -27,7 +30,7 @@ def _commands(c, target):
 
 @task(help={"synthetic": "make the small synthetic set in data.synthetic_dir (data/synthetic) instead (no network)",
             "upload": "sync the data set to the bucket (AWS target)",
-            "url": "where to download dogImages.zip from (default: data.url in invoke.yaml)"})
+            "url": "where to download dogImages.zip from (default: the data.url setting)"})
 def data(c, synthetic=False, upload=False, url=None):
     """Get the data set: download and unzip dogImages, make the synthetic set, or upload to S3."""
     if upload:
@@ -35,12 +38,12 @@ def data(c, synthetic=False, upload=False, url=None):
         return data_sync.upload(c)
     if synthetic:
         from training.synthetic import make_synthetic_dataset
-        made = make_synthetic_dataset(c.config.data.synthetic_dir, progress=sys.stderr.isatty())
+        made = make_synthetic_dataset(load(c, DataSettings).synthetic_dir, progress=sys.stderr.isatty())
         return print(f"synthetic data set ready in {made}")
     from training import download
     try:
-        data_dir, fetched = download.fetch_dataset(url or c.config.data.url, c.config.data.dir,
-                                                   progress=sys.stderr.isatty())
+        settings = load(c, DataSettings)
+        data_dir, fetched = download.fetch_dataset(url or settings.url, settings.dir, progress=sys.stderr.isatty())
     except download.DownloadError as error:
         raise Exit(str(error))
     print(f"{data_dir}: {'downloaded and unpacked' if fetched else 'already there, nothing to do'}")
@@ -50,10 +53,14 @@ def data(c, synthetic=False, upload=False, url=None):
             "workers": "local distributed processes (torchrun), each on its own shard (default 1)",
             "instances": "SageMaker instances; more than 1 trains with Torchrun across them (default 1)",
             "spot": "SageMaker managed spot training with checkpoints",
-            "fresh": "local: ignore the checkpoint in train.checkpoint_dir and start over"})
-def train(c, target="local", workers=1, instances=1, spot=False, fresh=False):
+            "fresh": "local: ignore the checkpoint in train.checkpoint_dir and start over",
+            "set": "a train.py flag for this run, name=value (repeatable): --set lr=0.01 --set arch=resnet18; "
+                   "train.hyperparameters holds the lasting ones"},
+      iterable=["set_"])
+def train(c, target="local", workers=1, instances=1, spot=False, fresh=False, set_=None):
     """Train the classifier and build model.tar.gz."""
-    return _commands(c, target).train(c, workers=workers, instances=instances, spot=spot, fresh=fresh)
+    return _commands(c, target).train(c, workers=workers, instances=instances, spot=spot, fresh=fresh,
+                                      assignments=set_)
 
 
 @task(help={"target": "local or aws (default: target in invoke.yaml)"})
@@ -89,8 +96,9 @@ def destroy(c, target=None):
 def lint(c, terraform=None, provider=None, checkov_report=None):
     """Offline checks of the infrastructure code: terraform fmt, checkov, validate of every module, terraform test."""
     command = [sys.executable, str(REPO_ROOT / "terraform" / "lint.py")]
-    terraform = terraform or c.config.get("lint", {}).get("terraform")
-    provider = provider or c.config.get("lint", {}).get("provider")
+    settings = load(c, LintSettings)
+    terraform = terraform or settings.terraform
+    provider = provider or settings.provider
     command += ["--terraform", terraform] if terraform else []
     command += ["--provider", provider] if provider else []
     command += ["--checkov-report", checkov_report] if checkov_report else []
@@ -100,24 +108,26 @@ def lint(c, terraform=None, provider=None, checkov_report=None):
 
 # ------------------------------------------------------------------------------------------ AWS-only tasks
 
-@task(help={"max_jobs": "training jobs in all (default: aws.tuning.max_jobs, 8)",
-            "parallel": "training jobs at a time (default: aws.tuning.parallel, 2)",
-            "objective": "valid_loss (minimized, default) or valid_accuracy (maximized)",
-            "spot": "run the tuning's training jobs on managed spot"})
-def tune(c, max_jobs=None, parallel=None, objective=None, spot=False):
+@task(help={"max_jobs": "training jobs in all (default: tuning.max_jobs, 8)",
+            "parallel": "training jobs at a time (default: tuning.parallel, 2)",
+            "objective": "valid_loss (minimized, default: tuning.objective) or valid_accuracy (maximized)",
+            "spot": "run the tuning's training jobs on managed spot",
+            "set": "a fixed train.py flag of every job, name=value (repeatable); not one that tuning searches"},
+      iterable=["set_"])
+def tune(c, max_jobs=None, parallel=None, objective=None, spot=False, set_=None):
     """SageMaker hyperparameter tuning (lr, batch size, epochs, weight decay); records the best job's model."""
     from aws import sagemaker_jobs
-    sagemaker_jobs.tune(c, max_jobs=max_jobs, parallel=parallel, objective=objective, spot=spot)
+    sagemaker_jobs.tune(c, max_jobs=max_jobs, parallel=parallel, objective=objective, spot=spot, assignments=set_)
 
 
 @task(help={"keep": "leave the host running afterwards (default: destroy it)",
-            "epochs": "train.py --epochs on the host (default: aws.ec2_hyperparameters, else train.py's)",
-            "batch_size": "train.py --batch-size on the host",
-            "arch": "train.py --arch on the host"})
-def ec2_train(c, keep=False, epochs=None, batch_size=None, arch=None):
+            "set": "a train.py flag for this run, name=value (repeatable): --set lr=0.01 --set arch=resnet18; "
+                   "train.hyperparameters holds the lasting ones"},
+      iterable=["set_"])
+def ec2_train(c, keep=False, set_=None):
     """Train on an EC2 host via Systems Manager: provision, download data, train, upload model.tar.gz, tear down."""
     from aws import ec2_training
-    ec2_training.ec2_train(c, keep=keep, overrides={"epochs": epochs, "batch_size": batch_size, "arch": arch})
+    ec2_training.ec2_train(c, keep=keep, assignments=set_)
 
 
 @task(help={"model_uri": "s3://.../model.tar.gz to deploy (default: the latest model train/tune/ec2-train recorded)"})
@@ -128,3 +138,5 @@ def plan(c, model_uri=None):
 
 
 ns = Collection(data, train, deploy, predict, status, destroy, lint, tune, ec2_train, plan)
+# The defaults as text, so that invoke hands every INVOKE_* variable on as written (configuration/areas.py says why).
+ns.configure(invoke_defaults())

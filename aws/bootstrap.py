@@ -8,11 +8,10 @@ aws.sagemaker_role_arn (and aws.bucket) skips all of this.
 
 from invoke.exceptions import Exit
 
-from aws.session import bucket_name, setting
+from aws.session import aws_settings, bucket_name
 from aws.terraform import TerraformError
 from aws.terraform_root import plan_dir, terraform_variables, workspace
 
-DEFAULT_TARGETS = ("module.storage", "module.iam")
 
 
 def placeholder_model_url(c, identity):
@@ -26,7 +25,7 @@ def bootstrap_outputs(c, identity, needed=("sagemaker_role_arn", "bucket_name"),
         outputs = ws.outputs()
         if all(outputs.get(name) for name in needed):
             return outputs
-        targets = list(setting(c, "bootstrap_targets", DEFAULT_TARGETS))
+        targets = list(aws_settings(c).bootstrap_targets)
         print(f"first use of this account: creating {', '.join(targets)} with Terraform", flush=True)
         plan_file = plan_dir(c) / "bootstrap.tfplan"
         plan_file.parent.mkdir(parents=True, exist_ok=True)

@@ -33,8 +33,8 @@ def predict(c, url=None, image=None, top_k=5):
                            url=url, image=image, top_k=top_k)
 
 
-def train(c, workers=1, instances=1, spot=False, fresh=False):
+def train(c, workers=1, instances=1, spot=False, fresh=False, assignments=()):
     """One SageMaker training job on `instances` instances (Torchrun across them when more than one)."""
     if int(workers) != 1 or fresh:
         raise Exit("--workers and --fresh are for local training: drop them or add --target local")
-    return sagemaker_jobs.train(c, instances=int(instances), spot=spot)
+    return sagemaker_jobs.train(c, instances=int(instances), spot=spot, assignments=assignments)

@@ -13,7 +13,8 @@ from tqdm import tqdm
 
 from aws.bootstrap import bootstrap_outputs
 from aws.sagemaker_jobs import data_uri
-from aws.session import REPO_ROOT, client, require_credentials, setting, split_s3_uri, stops_with_one_line
+from aws.session import aws_settings, client, require_credentials, split_s3_uri, stops_with_one_line
+from configuration.areas import DataSettings, load
 
 
 def local_files(root):
@@ -31,12 +32,11 @@ def remote_sizes(s3, bucket, prefix):
 @stops_with_one_line("data upload")
 def upload(c):
     """Sync the data set (data.dir) to s3://<bucket>/data/<its name>/; returns that URI."""
-    root = Path(c.config.data.dir)
-    root = root if root.is_absolute() else REPO_ROOT / root
+    root = load(c, DataSettings).dir
     if not (root / "train").is_dir():
         raise Exit(f"no data set at {root} (it needs train/ and valid/): run `invoke data` first")
     identity = require_credentials(c)
-    if not setting(c, "bucket"):
+    if not aws_settings(c).bucket:
         bootstrap_outputs(c, identity, needed=("bucket_name",))
     uri = data_uri(c, identity)
     bucket, prefix = split_s3_uri(uri)
@@ -51,7 +51,7 @@ def upload(c):
     print(f"{len(files)} files in {root}; {len(files) - len(todo)} already in {uri}, "
           f"uploading {len(todo)} ({total / 1e6:.1f} MB)", flush=True)
     with tqdm(total=total, unit="B", unit_scale=True, desc="upload") as progress, \
-            ThreadPoolExecutor(max_workers=int(setting(c, "upload_workers", 16))) as pool:
+            ThreadPoolExecutor(max_workers=aws_settings(c).upload_workers) as pool:
         futures = {pool.submit(s3.upload_file, str(path), bucket, prefix + name, Callback=progress.update): name
                    for name, path in todo.items()}
         for future in as_completed(futures):

@@ -15,7 +15,8 @@ from invoke.exceptions import Exit
 
 from aws import plan_review
 from aws.model_record import latest_model, resolve_model_uri
-from aws.session import REPO_ROOT, boto_session, client, poll_until, require_credentials, setting, stops_with_one_line
+from aws.session import (REPO_ROOT, aws_settings, boto_session, client, poll_until, require_credentials,
+                         stops_with_one_line)
 from aws.terraform import TerraformError
 from aws.terraform_root import (config_digest, deployed_outputs, lambda_package, plan_files, running_instance_count,
                                 state_version, terraform_variables, workspace)
@@ -91,8 +92,8 @@ def wait_for_endpoint(c, endpoint_name, timeout_s=None, poll_s=None):
             raise Exit(f"endpoint {endpoint_name} is {status}: {endpoint.get('FailureReason', 'no reason given')}")
         return status, endpoint
 
-    timeout_s = timeout_s or float(setting(c, "endpoint_wait_minutes", 30)) * 60
-    poll_s = poll_s if poll_s is not None else float(setting(c, "poll_seconds", 15))
+    timeout_s = timeout_s or aws_settings(c).endpoint_wait_minutes * 60
+    poll_s = poll_s if poll_s is not None else aws_settings(c).poll_seconds
     return poll_until(read_status, label=f"endpoint {endpoint_name}", done=lambda status: status == "InService",
                       timeout_s=timeout_s, poll_s=poll_s,
                       timeout_message=lambda status: f"endpoint {endpoint_name} still {status} after "
@@ -105,7 +106,7 @@ def smoke_test(c, function):
     (the endpoint must be able to fetch it), else a small generated JPEG inline; Exit unless it answers 200."""
     try:
         answer, _seconds = run_smoke_test(aws_lambda_client(boto_session(c)), function,
-                                          smoke_event(setting(c, "smoke_test_url")))
+                                          smoke_event(aws_settings(c).smoke_test_url))
     except SmokeTestFailed as error:
         raise Exit(str(error)) from None
     print(f"smoke test: function {function} answered 200")

@@ -20,14 +20,16 @@ from invoke.exceptions import Exit
 from aws.bootstrap import placeholder_model_url
 from aws.model_record import latest_model, record_model
 from aws.sagemaker_jobs import source_archive, stage_source
-from aws.session import (client, poll_until, require_credentials, s3_uri, setting, split_s3_uri,
+from aws.session import (aws_settings, client, ec2_settings, poll_until, require_credentials, s3_uri, split_s3_uri,
                          stops_with_one_line)
+from configuration.areas import DataSettings, TrainSettings, load
+from training import hyperparameters
 from aws.terraform import TerraformError
 from aws.terraform_root import plan_dir, terraform_variables, workspace
 
-DEFAULT_TARGETS = ("module.storage", "module.iam", "module.ec2_training_host")
-# The Deep Learning AMI keeps its PyTorch in /opt/pytorch; elsewhere the system python3.
-DEFAULT_PYTHON = "$(test -x /opt/pytorch/bin/python3 && echo /opt/pytorch/bin/python3 || echo python3)"
+# Where train.py writes on the host, relative to ec2.workdir: the host's own layout, not this machine's paths.
+HOST_PATHS = {"model_dir": "build/model", "output_dir": "build/output", "checkpoint_dir": "build/checkpoints",
+              "archive": "build/model.tar.gz"}
 TERMINAL = {"Success", "Failed", "Cancelled", "TimedOut", "Cancelling"}
 
 
@@ -43,7 +45,7 @@ def _host_variables(c, identity, enabled):
 
 def set_training_host(c, identity, ws, enabled):
     """Apply aws.ec2_targets with the training host on or off; returns the outputs afterwards."""
-    targets = list(setting(c, "ec2_targets", DEFAULT_TARGETS))
+    targets = list(ec2_settings(c).targets)
     plan_file = plan_dir(c) / f"ec2-host-{'on' if enabled else 'off'}.tfplan"
     plan_file.parent.mkdir(parents=True, exist_ok=True)
     print(f"terraform: training host {'on' if enabled else 'off'} ({', '.join(targets) or 'whole configuration'})",
@@ -67,8 +69,8 @@ def wait_for_ssm(c, instance_id, timeout_s=None, poll_s=None):
             Filters=[{"Key": "InstanceIds", "Values": [instance_id]}]).get("InstanceInformationList", [])
         return (found[0].get("PingStatus"), found[0]) if found else ("not registered yet", None)
 
-    timeout_s = timeout_s or float(setting(c, "ec2_ssm_wait_minutes", 15)) * 60
-    poll_s = poll_s if poll_s is not None else float(setting(c, "poll_seconds", 15))
+    timeout_s = timeout_s or ec2_settings(c).ssm_wait_minutes * 60
+    poll_s = poll_s if poll_s is not None else aws_settings(c).poll_seconds
     return poll_until(read_status, label=f"host {instance_id} in Systems Manager", done=lambda s: s == "Online",
                       timeout_s=timeout_s, poll_s=poll_s,
                       timeout_message=lambda status: f"host {instance_id} did not come online in Systems Manager "
@@ -106,8 +108,8 @@ class RemoteLog:
 def run_remote(c, instance_id, title, script, log_group=None, timeout_s=None, poll_s=None):
     """One step on the host; prints its output; Exit with the host's error when it does not succeed."""
     ssm = client(c, "ssm")
-    poll_s = poll_s if poll_s is not None else float(setting(c, "poll_seconds", 15))
-    timeout_s = int(timeout_s or float(setting(c, "ec2_step_timeout_minutes", 240)) * 60)
+    poll_s = poll_s if poll_s is not None else aws_settings(c).poll_seconds
+    timeout_s = int(timeout_s or ec2_settings(c).step_timeout_minutes * 60)
     request = {"InstanceIds": [instance_id], "DocumentName": "AWS-RunShellScript", "Comment": title[:100],
                "TimeoutSeconds": 600,  # to start, not to finish: executionTimeout below bounds the run
                "Parameters": {"commands": [script], "executionTimeout": [str(timeout_s)]}}
@@ -140,46 +142,41 @@ def run_remote(c, instance_id, title, script, log_group=None, timeout_s=None, po
     return invocation
 
 
-def train_arguments(c, overrides=None):
-    """train.py flags for the host: aws.ec2_hyperparameters, then the task's flags (`--name value`)."""
-    values = {key: value for key, value in dict(setting(c, "ec2_hyperparameters", {}) or {}).items()
-              if value not in (None, "")}
-    values.update({key: value for key, value in (overrides or {}).items() if value is not None})
-    return " ".join(f"--{key} {shlex.quote(str(value))}" for key, value in values.items())
+def train_arguments(c, assignments=()):
+    """train.py's flags on the host: its paths there, then train.hyperparameters and the task's --set."""
+    paths = [f"--{name.replace('_', '-')} {path}" for name, path in HOST_PATHS.items()]
+    chosen = hyperparameters.from_settings(load(c, TrainSettings), assignments)
+    return " ".join(paths + [shlex.quote(flag) for flag in hyperparameters.as_flags(chosen)])
 
 
-def steps(c, source_uri, model_uri, overrides=None):
+def steps(c, source_uri, model_uri, assignments=()):
     """[(title, shell script)] run on the host, in order."""
-    workdir = setting(c, "ec2_workdir", "/opt/dog-breeds")
-    data_root = setting(c, "ec2_data_root", "/opt/dog-breeds-data")
-    data_dir = f"{data_root}/dogImages"  # where training/ec2-data-download.sh unpacks the archive
-    data_url = c.config.get("data", {}).get("url", "")
-    python = setting(c, "ec2_python", DEFAULT_PYTHON)
+    host = ec2_settings(c)
+    workdir, data_root, python = shlex.quote(host.workdir), shlex.quote(host.data_root), host.python
+    data_dir = f"{host.data_root}/dogImages"  # where training/ec2-data-download.sh unpacks the archive
     # POSIX sh throughout: the SSM agent runs AWS-RunShellScript's commands as a script of `sh`, which is dash on
     # Ubuntu (the Deep Learning AMI), and dash has no `-o pipefail`; no step pipes, so `-eu` loses nothing.
-    prologue = f"set -eu; export HOME=${{HOME:-/root}}; PY={python}; cd {shlex.quote(workdir)}"
+    prologue = f"set -eu; export HOME=${{HOME:-/root}}; PY={python}; cd {workdir}"
     metrics_uri = model_uri.rsplit("/", 1)[0] + "/metrics.json"
     return [
-        ("fetch the code", f"set -eu; rm -rf {shlex.quote(workdir)}; mkdir -p {shlex.quote(workdir)}; "
-                           f"cd {shlex.quote(workdir)}; aws s3 cp --only-show-errors {source_uri} source.tar.gz; "
+        ("fetch the code", f"set -eu; rm -rf {workdir}; mkdir -p {workdir}; "
+                           f"cd {workdir}; aws s3 cp --only-show-errors {source_uri} source.tar.gz; "
                            "tar -xzf source.tar.gz; "
                            f"PY={python}; $PY -c 'import torch, torchvision; print(\"torch\", torch.__version__)'; "
                            "if [ -f training/requirements.txt ]; then "
                            "$PY -m pip install --quiet -r training/requirements.txt; fi"),
-        ("download the data", f"{prologue}; DATA_ROOT={shlex.quote(data_root)} MODEL_DIR=build/model "
-                              + (f"DATA_URL={shlex.quote(data_url)} " if data_url else "")
-                              + "bash training/ec2-data-download.sh"),
-        ("train", f"{prologue}; $PY training/train.py --data {shlex.quote(data_dir)} --model-dir build/model "
-                  "--output-dir build/output --checkpoint-dir build/checkpoints --archive build/model.tar.gz "
-                  f"{train_arguments(c, overrides)}".rstrip()),
-        ("upload the model", f"{prologue}; aws s3 cp --only-show-errors build/model.tar.gz {model_uri}; "
-                             f"aws s3 cp --only-show-errors build/output/metrics.json {metrics_uri}"),
+        ("download the data", f"{prologue}; DATA_ROOT={data_root} MODEL_DIR={HOST_PATHS['model_dir']} "
+                              f"DATA_URL={shlex.quote(load(c, DataSettings).url)} bash training/ec2-data-download.sh"),
+        ("train", f"{prologue}; $PY training/train.py --data {shlex.quote(data_dir)} {train_arguments(c, assignments)}"),
+        ("upload the model", f"{prologue}; aws s3 cp --only-show-errors {HOST_PATHS['archive']} {model_uri}; "
+                             f"aws s3 cp --only-show-errors {HOST_PATHS['output_dir']}/metrics.json {metrics_uri}"),
     ]
 
 
 @stops_with_one_line("EC2 training")
-def ec2_train(c, keep=False, overrides=None):
+def ec2_train(c, keep=False, assignments=()):
     """Provision the host, train there, upload and record model.tar.gz, destroy the host unless `keep`."""
+    train_arguments(c, assignments)      # a bad hyperparameter stops here, before a host is paid for
     identity = require_credentials(c)
     ws = workspace(c)
     run = f"ec2-{_run_id()}"
@@ -196,7 +193,7 @@ def ec2_train(c, keep=False, overrides=None):
             client(c, "s3").upload_file(str(archive), *split_s3_uri(source_uri))
         wait_for_ssm(c, instance_id)
         log_group = outputs.get("ec2_log_group_name")
-        for title, script in steps(c, source_uri, model_uri, overrides):
+        for title, script in steps(c, source_uri, model_uri, assignments):
             run_remote(c, instance_id, title, script, log_group=log_group)
         record_model(c, model_uri, source=f"EC2 training host {instance_id}", run=run)
     finally:

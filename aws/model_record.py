@@ -11,14 +11,14 @@ from datetime import datetime, timezone
 
 from invoke.exceptions import Exit
 
-from aws.session import repo_path
+from aws.session import aws_settings
 
 # What terraform/ accepts as model_data_url (its variable validation): s3://<bucket>/<key>/model.tar.gz.
 MODEL_URI_PATTERN = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/(.+/)?model\.tar\.gz$")
 
 
 def record_path(c):
-    return repo_path(c, "model_record", "build/model_uri.json")
+    return aws_settings(c).model_record
 
 
 def check_model_uri(uri):

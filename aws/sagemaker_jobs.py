@@ -8,6 +8,7 @@ fills as a complete model directory) is recorded for `invoke plan`.
 """
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -24,8 +25,10 @@ from invoke.exceptions import Exit
 
 from aws.bootstrap import bootstrap_outputs
 from aws.model_record import record_model
-from aws.session import (REPO_ROOT, boto_session, bucket_name, client, require_credentials, s3_prefix, s3_uri,
-                         setting, split_s3_uri, stops_with_one_line)
+from aws.session import (REPO_ROOT, aws_settings, boto_session, bucket_name, client, require_credentials, s3_prefix,
+                         s3_uri, split_s3_uri, stops_with_one_line)
+from configuration.areas import DataSettings, TrainSettings, TuningSettings, load
+from training import hyperparameters
 
 ENTRY_SCRIPT = "training/train.py"
 # The job's command: the SDK's driver under a relay that hands SageMaker's SIGTERM on to train.py (see the script).
@@ -40,6 +43,7 @@ LOGGED_SPLITS = ("train", "valid", "test")
 LOGGED_METRICS = ("loss", "accuracy", "top5_accuracy")
 METRIC_DEFINITIONS = [{"Name": f"{split}:{metric}", "Regex": rf"\b{split}_{metric}={NUMBER}"}
                       for split in LOGGED_SPLITS for metric in LOGGED_METRICS]
+TUNED = ("learning_rate", "weight_decay", "epochs", "batch_size")   # the ranges of the tuning section
 OBJECTIVES = {"valid_loss": ("valid:loss", "Minimize"), "valid_accuracy": ("valid:accuracy", "Maximize")}
 
 
@@ -48,9 +52,9 @@ def data_uri(c, identity):
 
     aws.data_uri, else s3://<bucket>/data/<name of data.dir>/.
     """
-    if setting(c, "data_uri"):
-        return setting(c, "data_uri").rstrip("/") + "/"
-    return s3_uri(c, identity, "data", Path(c.config.data.dir).name) + "/"
+    if aws_settings(c).data_uri:
+        return aws_settings(c).data_uri.rstrip("/") + "/"
+    return s3_uri(c, identity, "data", load(c, DataSettings).dir.name) + "/"
 
 
 def require_data(c, uri):
@@ -96,22 +100,21 @@ def upload_source_archive(c, identity, source_dir, run_name, prefix_name="code")
     return uri
 
 
-def hyperparameters(c, overrides=None):
-    """aws.hyperparameters from the settings, then the task's flags; names are train.py's own flag spellings."""
-    values = {key: value for key, value in dict(setting(c, "hyperparameters", {}) or {}).items()
-              if value not in (None, "")}
-    values.update({key: value for key, value in (overrides or {}).items() if value is not None})
-    return values
+def job_hyperparameters(c, assignments=(), tuned=()):
+    """train.hyperparameters and the task's --set, as SageMaker hyperparameters; none of them may be `tuned`."""
+    chosen = hyperparameters.from_settings(load(c, TrainSettings), assignments)
+    hyperparameters.check_not_tuned(chosen, tuned)
+    return hyperparameters.as_sagemaker(chosen)
 
 
 def training_image(c, instance_type):
-    if setting(c, "training_image"):
-        return setting(c, "training_image")
+    if aws_settings(c).training_image:
+        return aws_settings(c).training_image
     from sagemaker.core import image_uris
 
-    version = str(setting(c, "pytorch_version", "2.8"))
+    version = str(aws_settings(c).pytorch_version)
     try:
-        return image_uris.retrieve("pytorch", region=setting(c, "region"), version=version,
+        return image_uris.retrieve("pytorch", region=aws_settings(c).region, version=version,
                                    instance_type=instance_type, image_scope="training")
     except ValueError as error:  # a version or instance type the SDK's image list lacks
         raise Exit(f"no AWS PyTorch training image for aws.pytorch_version {version} on {instance_type} "
@@ -121,8 +124,8 @@ def training_image(c, instance_type):
 
 def training_role(c, identity):
     """aws.sagemaker_role_arn, else the Terraform output (bootstrapping the storage and IAM modules if needed)."""
-    if setting(c, "sagemaker_role_arn"):
-        return setting(c, "sagemaker_role_arn")
+    if aws_settings(c).sagemaker_role_arn:
+        return aws_settings(c).sagemaker_role_arn
     return bootstrap_outputs(c, identity)["sagemaker_role_arn"]
 
 
@@ -137,7 +140,7 @@ def unique_tuning_job_name(c):
     """<name_prefix>-<yymmddHHMMSS>-<4 random hex digits>, at most 32 characters: the SDK's own names have minutes
     only (<base>-yymmdd-HHMM), so two runs in one minute collided; the random part separates runs in one second."""
     suffix = f"{datetime.now(timezone.utc):%y%m%d%H%M%S}-{secrets.token_hex(2)}"
-    base = setting(c, "name_prefix", "dog-breeds")[:TUNING_JOB_NAME_MAX_LENGTH - len(suffix) - 1].rstrip("-")
+    base = aws_settings(c).name_prefix[:TUNING_JOB_NAME_MAX_LENGTH - len(suffix) - 1].rstrip("-")
     return f"{base}-{suffix}"
 
 
@@ -154,7 +157,7 @@ def sdk_role_validation(c):
     from sagemaker.core.helper.iam_role_resolver import RoleValidationError
 
     before = os.environ.get("SAGEMAKER_VALIDATE_ROLE")
-    os.environ["SAGEMAKER_VALIDATE_ROLE"] = "true" if setting(c, "sdk_role_validation", False) else "false"
+    os.environ["SAGEMAKER_VALIDATE_ROLE"] = "true" if aws_settings(c).sdk_role_validation else "false"
     try:
         yield
     except RoleValidationError as error:
@@ -207,7 +210,7 @@ def uses_torchrun(instances, processes, instance_type, region):
     return processes == 0 and (gpus is None or gpus > 1)
 
 
-def model_trainer(c, identity, source_dir, *, instances=1, spot=False, overrides=None, checkpoint_uri=None):
+def model_trainer(c, identity, source_dir, *, hyperparameters, instances=1, spot=False, checkpoint_uri=None):
     """A configured ModelTrainer (nothing is started yet); with `spot`, checkpoints go to `checkpoint_uri`."""
     from sagemaker.core.helper.session_helper import Session
     from sagemaker.core.training.configs import (CheckpointConfig, Compute, MetricDefinition, OutputDataConfig,
@@ -218,18 +221,18 @@ def model_trainer(c, identity, source_dir, *, instances=1, spot=False, overrides
     if instances < 1:
         raise Exit(f"--instances must be at least 1, not {instances}")
     bucket = bucket_name(c, identity)
-    prefix = setting(c, "name_prefix", "dog-breeds")
+    prefix = aws_settings(c).name_prefix
     if source_dir.startswith("s3://"):
         requirements = None
     elif (Path(source_dir) / "training/requirements.txt").exists():
         requirements = "training/requirements.txt"
     else:
         requirements = None
-    instance_type = setting(c, "training_instance_type", "ml.m5.xlarge")
-    max_run_s = int(float(setting(c, "max_run_minutes", 120)) * 60)
-    processes = int(setting(c, "processes_per_instance", 0) or 0)
+    instance_type = aws_settings(c).training_instance_type
+    max_run_s = int(aws_settings(c).max_run_minutes * 60)
+    processes = int(aws_settings(c).processes_per_instance or 0)
     distributed = (Torchrun(process_count_per_node=processes or None)
-                   if uses_torchrun(instances, processes, instance_type, setting(c, "region", "us-east-1")) else None)
+                   if uses_torchrun(instances, processes, instance_type, aws_settings(c).region) else None)
     driver = f"{SM_DRIVERS_CONTAINER_PATH}/distributed_drivers/" + (
         distributed.driver_script if distributed else "basic_script_driver.py")
     _quiet_command_warnings()
@@ -248,15 +251,15 @@ def model_trainer(c, identity, source_dir, *, instances=1, spot=False, overrides
                                    command=f"exec $SM_PYTHON_CMD {SIGTERM_RELAY} $SM_PYTHON_CMD {driver}"),
             distributed=distributed,
             compute=Compute(instance_type=instance_type, instance_count=instances,
-                            volume_size_in_gb=int(setting(c, "training_volume_gb", 30)),
+                            volume_size_in_gb=aws_settings(c).training_volume_gb,
                             enable_managed_spot_training=True if spot else None),
             stopping_condition=StoppingCondition(
                 max_runtime_in_seconds=max_run_s,
-                max_wait_time_in_seconds=max(max_run_s, int(float(setting(c, "spot_max_wait_minutes", 240)) * 60))
+                max_wait_time_in_seconds=max(max_run_s, int(aws_settings(c).spot_max_wait_minutes * 60))
                 if spot else None),
             checkpoint_config=CheckpointConfig(s3_uri=checkpoint_uri) if spot else None,
             output_data_config=OutputDataConfig(s3_output_path=s3_uri(c, identity, "output")),
-            hyperparameters=hyperparameters(c, overrides),
+            hyperparameters=hyperparameters,
             tags=[Tag(key="Project", value=prefix)],
         )
     return trainer.with_metric_definitions(
@@ -290,16 +293,17 @@ def _final_metrics(job):
 
 
 @stops_with_one_line("SageMaker training")
-def train(c, instances=1, spot=False, overrides=None):
+def train(c, instances=1, spot=False, assignments=()):
     """One SageMaker training job (Torchrun across instances when more than one); records its model.tar.gz."""
+    chosen = job_hyperparameters(c, assignments)
     identity = require_credentials(c)
     uri = data_uri(c, identity)
     require_data(c, uri)
     from sagemaker.core.utils.exceptions import FailedStatusError  # a 4 s import: only once there is work to do
 
     with tempfile.TemporaryDirectory(prefix="sagemaker-source-") as staging:
-        trainer = model_trainer(c, identity, str(stage_source(staging)), instances=instances, spot=spot,
-                                overrides=overrides)
+        trainer = model_trainer(c, identity, str(stage_source(staging)), hyperparameters=chosen,
+                                instances=instances, spot=spot)
         print(f"SageMaker training: {instances} x {trainer.compute.instance_type}"
               f"{', managed spot' if spot else ''}, data {uri}", flush=True)
         try:
@@ -330,38 +334,32 @@ def _stop_training_job(c, name):
               f"`aws sagemaker stop-training-job --training-job-name {name}`")
 
 
-def tuning_ranges(c):
-    """Hyperparameter ranges from aws.tuning: learning rate and weight decay on a log scale, batch size, epochs."""
+def tuning_ranges(tuning):
+    """The ranges of the tuning section under train.py's own names: learning rate and weight decay on a log scale,
+    epochs, the batch sizes to try; an empty range is left out of the search."""
     from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
 
-    tuning = setting(c, "tuning", {}) or {}
-    lr = tuning.get("learning_rate", [0.0001, 0.1])
-    wd = tuning.get("weight_decay", [0.000001, 0.01])
-    epochs = tuning.get("epochs", [3, 12])
-    batch = tuning.get("batch_size", [32, 64, 128, 256])
-    names = setting(c, "hyperparameter_names", {}) or {}
-    return {
-        names.get("learning_rate", "learning_rate"): ContinuousParameter(float(lr[0]), float(lr[1]),
-                                                                         scaling_type="Logarithmic"),
-        names.get("batch_size", "batch_size"): CategoricalParameter([int(b) for b in batch]),
-        names.get("epochs", "epochs"): IntegerParameter(int(epochs[0]), int(epochs[1])),
-        names.get("weight_decay", "weight_decay"): ContinuousParameter(float(wd[0]), float(wd[1]),
-                                                                       scaling_type="Logarithmic"),
-    }
+    kinds = {"learning_rate": lambda low, high: ContinuousParameter(low, high, scaling_type="Logarithmic"),
+             "weight_decay": lambda low, high: ContinuousParameter(low, high, scaling_type="Logarithmic"),
+             "epochs": IntegerParameter, "batch_size": lambda *sizes: CategoricalParameter(list(sizes))}
+    return {hyperparameters.canonical_name(name): kinds[name](*getattr(tuning, name))
+            for name in TUNED if getattr(tuning, name)}
 
 
 @stops_with_one_line("SageMaker tuning")
-def tune(c, max_jobs=None, parallel=None, objective=None, spot=False):
+def tune(c, max_jobs=None, parallel=None, objective=None, spot=False, assignments=()):
     """A hyperparameter tuning job over tuning_ranges; records the best training job's model.tar.gz."""
-    tuning = setting(c, "tuning", {}) or {}
-    objective = objective or tuning.get("objective", "valid_loss")
-    if objective not in OBJECTIVES:
+    if objective is not None and objective not in OBJECTIVES:
         raise Exit(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
-    metric, direction = OBJECTIVES[objective]
-    max_jobs = int(max_jobs or tuning.get("max_jobs", 8))
-    parallel = int(parallel or tuning.get("parallel", 2))
-    if max_jobs < 1 or not 1 <= parallel <= max_jobs:
+    flags = {"max_jobs": int(max_jobs) if max_jobs else None, "parallel": int(parallel) if parallel else None,
+             "objective": objective}
+    tuning = dataclasses.replace(load(c, TuningSettings), **{k: v for k, v in flags.items() if v is not None})
+    max_jobs, parallel = tuning.max_jobs, tuning.parallel
+    if max_jobs < 1 or parallel < 1:
         raise Exit(f"need 1 <= --parallel <= --max-jobs, got --parallel {parallel} --max-jobs {max_jobs}")
+    metric, direction = OBJECTIVES[tuning.objective]
+    ranges = tuning_ranges(tuning)
+    chosen = job_hyperparameters(c, assignments, tuned=[name for name in TUNED if getattr(tuning, name)])
     identity = require_credentials(c)
     uri = data_uri(c, identity)
     require_data(c, uri)
@@ -375,12 +373,12 @@ def tune(c, max_jobs=None, parallel=None, objective=None, spot=False):
         # The tuning job gives each of its training jobs this one checkpoint URI (the SDK copies the trainer's
         # CheckpointConfig into the job definition as it is); train.py keeps each job apart inside it, in a
         # folder named after the job (TRAINING_JOB_NAME), which SageMaker syncs to <uri>/<job name>/.
-        trainer = model_trainer(c, identity, source, instances=1, spot=spot,
+        trainer = model_trainer(c, identity, source, hyperparameters=chosen, instances=1, spot=spot,
                                 checkpoint_uri=s3_uri(c, identity, "checkpoints", f"{name}/"))
         tuner = HyperparameterTuner(
             model_trainer=trainer, objective_metric_name=metric, objective_type=direction,
-            hyperparameter_ranges=tuning_ranges(c), metric_definitions=METRIC_DEFINITIONS,
-            strategy=tuning.get("strategy", "Bayesian"), max_jobs=max_jobs, max_parallel_jobs=parallel,
+            hyperparameter_ranges=ranges, metric_definitions=METRIC_DEFINITIONS,
+            strategy=tuning.strategy, max_jobs=max_jobs, max_parallel_jobs=parallel,
             early_stopping_type="Off")
         print(f"SageMaker tuning: {max_jobs} jobs, {parallel} at a time, {direction.lower()} {metric}", flush=True)
         tuner.tune(inputs=_input_data(uri), job_name=name, wait=False)
@@ -405,7 +403,7 @@ def tune(c, max_jobs=None, parallel=None, objective=None, spot=False):
 def wait_for_tuning_job(c, name, poll_s=None):
     """Poll the tuning job, printing its job counters and best objective as they change."""
     sagemaker = client(c, "sagemaker")
-    poll_s = poll_s if poll_s is not None else float(setting(c, "poll_seconds", 15))
+    poll_s = poll_s if poll_s is not None else aws_settings(c).poll_seconds
     last = None
     while True:
         job = sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)

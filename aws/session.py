@@ -1,7 +1,7 @@
 """Where the AWS tasks get their settings and their one boto3 session.
 
-Settings come from task flags, else invoke.yaml's `aws:` section / INVOKE_AWS_* variables, else the defaults in
-invoke.yaml. Every AWS task calls `require_credentials` first, so a machine with no credentials stops at once
+Settings come from task flags, else the `aws:` and `ec2:` sections (invoke.yaml, INVOKE_* variables), else the
+defaults of configuration/areas.py (docs/configuration.md). Every AWS task calls `require_credentials` first, so a machine with no credentials stops at once
 with one line instead of a stack trace from deep inside botocore.
 """
 
@@ -14,6 +14,8 @@ from pathlib import Path
 import boto3
 import botocore.exceptions
 from invoke.exceptions import Exit
+
+from configuration.areas import AwsSettings, Ec2Settings, load
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,16 +40,14 @@ WHAT_TO_DO = {
 DEFAULT_WHAT_TO_DO = "fix what AWS names and run the task again"
 
 
-def setting(c, key, default=None):
-    """c.config.aws.<key>, or `default` when it is missing or empty."""
-    value = c.config.get("aws", {}).get(key)
-    return default if value in (None, "") else value
+def aws_settings(c):
+    """The aws section, typed (configuration/areas.py: defaults, INVOKE_* forms, paths under the repository)."""
+    return load(c, AwsSettings)
 
 
-def repo_path(c, key, default):
-    """A path setting of the aws section, relative to the repository root unless absolute."""
-    path = Path(setting(c, key, default))
-    return path if path.is_absolute() else REPO_ROOT / path
+def ec2_settings(c):
+    """The ec2 section: the EC2 training host of `invoke ec2-train`."""
+    return load(c, Ec2Settings)
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,7 +58,7 @@ def _session(profile, region):
 def boto_session(c):
     """The boto3 session of this project's profile and region (one per profile and region, so clients share it)."""
     try:
-        return _session(setting(c, "profile", ""), setting(c, "region", ""))
+        return _session(aws_settings(c).profile, aws_settings(c).region)
     except botocore.exceptions.ProfileNotFound as error:
         raise Exit(f"{error}: {NO_CREDENTIALS_HELP}")
 
@@ -92,7 +92,7 @@ def require_credentials(c):
 
 def bucket_name(c, identity):
     """aws.bucket, else the bucket Terraform creates: <name_prefix>-<account id>."""
-    return setting(c, "bucket") or f"{setting(c, 'name_prefix', 'dog-breeds')}-{identity.account}"
+    return aws_settings(c).bucket or f"{aws_settings(c).name_prefix}-{identity.account}"
 
 
 # Key prefixes of the project bucket; the Terraform roles grant access by them (terraform variable s3_prefixes, which
@@ -102,7 +102,7 @@ DEFAULT_S3_PREFIXES = {"data": "data/", "models": "models/", "checkpoints": "che
 
 
 def s3_prefix(c, name):
-    overrides = (setting(c, "terraform_variables", {}) or {}).get("s3_prefixes", {}) or {}
+    overrides = (aws_settings(c).terraform_variables or {}).get("s3_prefixes", {}) or {}
     return overrides.get(name) or DEFAULT_S3_PREFIXES[name]
 
 

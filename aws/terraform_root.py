@@ -13,7 +13,8 @@ from pathlib import Path
 import botocore.exceptions
 from invoke.exceptions import Exit
 
-from aws.session import REPO_ROOT, client, repo_path, setting
+from aws.session import REPO_ROOT, aws_settings, client, ec2_settings
+from configuration.areas import ProjectSettings, load
 from aws.terraform import TerraformError, Workspace
 
 IGNORED_PARTS = {".terraform", ".git", "__pycache__"}
@@ -21,7 +22,7 @@ IGNORED_SUFFIXES = (".tfstate", ".tfstate.backup", ".tfplan", ".lock.info")
 
 
 def plan_dir(c):
-    return repo_path(c, "plan_dir", "build/terraform")
+    return aws_settings(c).plan_dir
 
 
 def plan_files(c):
@@ -32,14 +33,14 @@ def plan_files(c):
 
 def backend_config(c):
     """-backend-config values for an S3 backend, from aws.state_*; {} keeps the configuration's own backend."""
-    bucket = setting(c, "state_bucket")
+    bucket = aws_settings(c).state_bucket
     if not bucket:
         return {}
-    default_key = f"{setting(c, 'name_prefix', 'dog-breeds')}/terraform.tfstate"
-    config = {"bucket": bucket, "key": setting(c, "state_key", default_key),
-              "region": setting(c, "state_region", setting(c, "region")), "encrypt": "true"}
-    if setting(c, "state_lock_table"):
-        config["dynamodb_table"] = setting(c, "state_lock_table")
+    settings = aws_settings(c)
+    config = {"bucket": bucket, "key": settings.state_key or f"{settings.name_prefix}/terraform.tfstate",
+              "region": settings.state_region or settings.region, "encrypt": "true"}
+    if aws_settings(c).state_lock_table:
+        config["dynamodb_table"] = aws_settings(c).state_lock_table
     return config
 
 
@@ -49,12 +50,12 @@ def _declares_s3_backend(directory):
 
 def workspace(c, init=True):
     """The Terraform root of this project (aws.terraform_dir), initialised with the configured backend."""
-    directory = repo_path(c, "terraform_dir", "terraform")
-    environment = {"AWS_REGION": setting(c, "region", ""), "AWS_DEFAULT_REGION": setting(c, "region", "")}
-    if setting(c, "profile"):
-        environment["AWS_PROFILE"] = setting(c, "profile")
+    directory = aws_settings(c).terraform_dir
+    environment = {"AWS_REGION": aws_settings(c).region, "AWS_DEFAULT_REGION": aws_settings(c).region}
+    if aws_settings(c).profile:
+        environment["AWS_PROFILE"] = aws_settings(c).profile
     try:
-        ws = Workspace(directory, terraform_bin=setting(c, "terraform_bin"), environment=environment)
+        ws = Workspace(directory, terraform_bin=aws_settings(c).terraform_bin, environment=environment)
         backend = backend_config(c)
         if backend and not _declares_s3_backend(directory):
             raise Exit(f"aws.state_bucket is set but {directory} declares no `backend \"s3\" {{}}`: add it "
@@ -68,23 +69,23 @@ def workspace(c, init=True):
 
 
 def lambda_package(c):
-    return repo_path(c, "lambda_package", "build/function.zip")
+    return load(c, ProjectSettings).function_zip
 
 
 def terraform_variables(c, model_data_url, enable_ec2_training_host=False, running_instance_count=None):
     """The root module's variables from the aws settings; aws.terraform_variables adds to them (objects merge)."""
-    extra = {key: _plain(value) for key, value in dict(setting(c, "terraform_variables", {}) or {}).items()}
+    extra = {key: _plain(value) for key, value in dict(aws_settings(c).terraform_variables or {}).items()}
     variables = {
-        "name_prefix": setting(c, "name_prefix", "dog-breeds"),
-        "region": setting(c, "region"),
+        "name_prefix": aws_settings(c).name_prefix,
+        "region": aws_settings(c).region,
         "model_data_url": model_data_url,
         "lambda_package_path": str(lambda_package(c)),
         "enable_ec2_training_host": bool(enable_ec2_training_host),
-        "endpoint": {"instance_type": setting(c, "endpoint_instance_type", "ml.m5.large")},
-        "ec2_training_host": {"instance_type": setting(c, "ec2_instance_type", "t2.medium")},
+        "endpoint": {"instance_type": aws_settings(c).endpoint_instance_type},
+        "ec2_training_host": {"instance_type": ec2_settings(c).instance_type},
     }
-    if setting(c, "bucket"):  # an existing bucket: Terraform uses it and changes nothing on it
-        variables["bucket"] = {"create": False, "name": setting(c, "bucket")}
+    if aws_settings(c).bucket:  # an existing bucket: Terraform uses it and changes nothing on it
+        variables["bucket"] = {"create": False, "name": aws_settings(c).bucket}
     if running_instance_count:
         variables["endpoint_running_instance_count"] = int(running_instance_count)
     for key, value in extra.items():
@@ -123,7 +124,7 @@ def _plain(value):
 
 def config_digest(c):
     """sha256 over the Terraform directory's files (names and bytes) and the function package it deploys."""
-    directory = repo_path(c, "terraform_dir", "terraform")
+    directory = aws_settings(c).terraform_dir
     digest = hashlib.sha256()
     files = sorted(path for path in directory.rglob("*") if path.is_file()
                    and not IGNORED_PARTS.intersection(path.relative_to(directory).parts)

@@ -8,6 +8,7 @@ import time
 
 from invoke.exceptions import Exit
 
+from configuration.areas import TrainSettings, load
 from local import stack
 from local.errors import StackError
 from local.servers import COMPONENTS
@@ -124,15 +125,15 @@ def predict(c, url=None, image=None, top_k=5):
     return predict_through(connect, url=url, image=image, top_k=top_k)
 
 
-def train(c, workers=1, instances=1, spot=False, fresh=False):
+def train(c, workers=1, instances=1, spot=False, fresh=False, assignments=()):
     """Train on this machine (torchrun with `workers` processes) and build model.tar.gz."""
     if int(instances) != 1 or spot:
         raise Exit("--instances and --spot are for SageMaker: add --target aws")
     from training import local_run   # imports torch: seconds, only once there is training to do
 
     try:
-        model_dir = local_run.train_locally(c.config, workers=int(workers), fresh=fresh)
+        model_dir = local_run.train_locally(c.config, workers=int(workers), fresh=fresh, assignments=assignments)
     except local_run.LocalTrainingError as error:
         raise Exit(None if error.already_reported else str(error), code=error.exit_code)
-    print(f"model directory {model_dir}, archive {c.config.train.archive}")
+    print(f"model directory {model_dir}, archive {load(c, TrainSettings).archive}")
     return model_dir

@@ -14,7 +14,6 @@ from pathlib import Path
 
 LAMBDA_DIR = Path(__file__).resolve().parent.parent / "lambda"
 HANDLER_FILE = LAMBDA_DIR / "lambda_function.py"
-DEFAULT_FUNCTION_ZIP = LAMBDA_DIR.parent / "build" / "function.zip"   # what Terraform uploads, too
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)   # the earliest date a zip entry can hold
 
 

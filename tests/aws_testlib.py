@@ -44,18 +44,21 @@ def moto_account(aws_credentials):
     aws.session._session.cache_clear()
 
 
-def make_context(tmp_path, **aws_settings):
+def make_context(tmp_path, *, hyperparameters=None, tuning=None, ec2=None, data=None, **aws_settings):
+    """A task Context of invoke's own Config: aws.* from the keywords, train.hyperparameters, the tuning, ec2 and
+    data sections from theirs, every path under tmp_path."""
     settings = {
         "region": REGION,
         "profile": "",
         "model_record": str(tmp_path / "model_uri.json"),
         "plan_dir": str(tmp_path / "plan"),
-        "lambda_package": str(tmp_path / "function.zip"),
         "poll_seconds": 0,
         "terraform_bin": PINNED_TERRAFORM,
         **aws_settings,
     }
-    config = Config(project_location=str(REPO_ROOT), overrides={"aws": settings})
+    config = Config(project_location=str(REPO_ROOT), overrides={
+        "aws": settings, "function_zip": str(tmp_path / "function.zip"), "train": {"hyperparameters": hyperparameters or {}},
+        "tuning": tuning or {}, "ec2": ec2 or {}, "data": data or {}})
     config.load_project()
     return Context(config=config)
 

@@ -12,7 +12,7 @@ from invoke.exceptions import Exit
 from moto.moto_api._internal.models import moto_api_backend
 
 from aws import deployment, model_record, plan_review, terraform_root
-from aws.session import boto_session
+from aws.session import aws_settings, boto_session
 from aws_testlib import (  # noqa: F401 (fixtures)
                               BUCKET, REGION, RequestRecorder, aws_credentials, create_role,
                               make_context, moto_account, pinned_workspace, stand_in_terraform,
@@ -240,7 +240,7 @@ def test_a_new_plan_starts_the_new_fleet_at_the_size_autoscaling_chose(project):
     deployment.plan(c, model_uri=f"s3://{BUCKET}/output/dog-breeds-2/output/model.tar.gz")
     planned = json.loads(terraform_root.plan_files(c)["json"].read_text())["variables"]
     assert planned["endpoint_running_instance_count"]["value"] == 2
-    assert planned["endpoint"]["value"] == {"instance_type": c.config.aws.endpoint_instance_type}
+    assert planned["endpoint"]["value"] == {"instance_type": aws_settings(c).endpoint_instance_type}
     assert planned["bucket"]["value"] == {"create": False, "name": BUCKET}
 
 

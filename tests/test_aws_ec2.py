@@ -39,8 +39,8 @@ def host(moto_account, tmp_path, monkeypatch):
     monkeypatch.setenv("TF_VAR_stand_in_training_host_id", instance_id)  # what the AWS provider would report
     terraform_dir = stand_in_terraform(tmp_path)
     # The stand-in has no modules to target: the whole (provider-less) configuration stands in for them.
-    c = make_context(tmp_path, terraform_dir=str(terraform_dir), bucket=BUCKET, ec2_targets=[],
-                     ec2_hyperparameters={"epochs": 12, "arch": "resnet50"})
+    c = make_context(tmp_path, terraform_dir=str(terraform_dir), bucket=BUCKET, ec2={"targets": []},
+                     hyperparameters={"epochs": 12, "arch": "resnet50"})
     polls = []
 
     def registration(params, **_):
@@ -59,7 +59,7 @@ def sent_commands(instance_id):
 
 def test_ec2_train_runs_download_then_train_then_upload_over_ssm_and_tears_the_host_down(host, tmp_path):
     requests = RequestRecorder(boto_session(host.c))
-    model_uri = ec2_training.ec2_train(host.c, overrides={"epochs": 3, "batch_size": 32})
+    model_uri = ec2_training.ec2_train(host.c, assignments=["batch-size=32"])
 
     assert host.polls[0] == [{"Key": "InstanceIds", "Values": [host.instance_id]}]
     assert len(host.polls) == 2                                   # waited until SSM saw the host Online
@@ -84,12 +84,19 @@ def test_ec2_train_runs_download_then_train_then_upload_over_ssm_and_tears_the_h
     train = scripts[2]
     assert "training/train.py --data /opt/dog-breeds-data/dogImages" in train
     assert "--archive build/model.tar.gz" in train
-    assert train.endswith("--epochs 3 --arch resnet50 --batch_size 32")   # the flag wins over the setting
+    assert train.endswith("--epochs 12 --arch resnet50 --batch-size 32")   # train.hyperparameters, then --set
     assert f"aws s3 cp --only-show-errors build/model.tar.gz {model_uri}" in scripts[3]
 
     assert model_uri.startswith(f"s3://{BUCKET}/models/ec2-") and model_uri.endswith("/model.tar.gz")
     assert json.loads((tmp_path / "model_uri.json").read_text())["model_data_url"] == model_uri
     assert state_outputs(host.terraform_dir).get("training_host_id") is None   # host destroyed
+
+
+def test_a_hyperparameter_given_twice_stops_ec2_train_before_any_host_is_provisioned(host, tmp_path):
+    requests = RequestRecorder(boto_session(host.c))
+    with pytest.raises(Exit, match="^hyperparameter epochs is given twice: by train.hyperparameters"):
+        ec2_training.ec2_train(host.c, assignments=["epochs=3"])
+    assert requests.calls == []      # not even the credentials were checked
 
 
 def test_a_failing_step_stops_with_the_hosts_error_and_still_removes_the_host(host, tmp_path):
@@ -122,7 +129,7 @@ def test_a_failing_step_stops_with_the_hosts_error_and_still_removes_the_host(ho
 def test_keep_leaves_the_host_running(host):
     import tasks
 
-    tasks.ec2_train(host.c, keep=True, epochs="1")
+    tasks.ec2_train(host.c, keep=True, set_=["batch_size=4"])
     assert state_outputs(host.terraform_dir)["training_host_id"] == host.instance_id
 
 
@@ -193,13 +200,13 @@ def test_the_steps_run_under_dash_as_the_ssm_agent_runs_them_and_upload_a_traine
     (bucket_root / "b/models/r").mkdir(parents=True)
     source_archive(stage_source(tmp_path / "staged"), bucket_root / "b/models/r/source.tar.gz")
 
-    c = make_context(tmp_path, ec2_workdir=str(host / "work"), ec2_data_root=str(host / "data"),
-                     ec2_hyperparameters={"arch": "resnet18", "weights": "none", "mode": "finetune",
-                                          "image_size": 32, "num_workers": 0, "threads": 1})
-    c.config.data.url = data_archive_url
+    c = make_context(tmp_path, ec2={"workdir": str(host / "work"), "data_root": str(host / "data")},
+                     hyperparameters={"arch": "resnet18", "weights": "none", "mode": "finetune",
+                                      "image_size": 32, "num_workers": 0, "threads": 1},
+                     data={"url": data_archive_url})
     env = {"PATH": f"{fake_bin}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path / "home"), "LANG": "C.UTF-8"}
     for number, (title, script) in enumerate(ec2_training.steps(c, source_uri, model_uri,
-                                                                 overrides={"epochs": 1, "batch_size": 8})):
+                                                                 ["epochs=1", "batch_size=8"])):
         done = run_as_the_ssm_agent_does(script, host / "ssm" / str(number), env)
         assert done.returncode == 0, f"{title}: {(done.stdout + done.stderr)[-2000:]}"
         if title == "train":
@@ -216,7 +223,7 @@ def test_the_steps_run_under_dash_as_the_ssm_agent_runs_them_and_upload_a_traine
 
 def test_a_failing_command_in_a_step_fails_the_step_under_dash(tmp_path):
     """set -e holds under dash: the step stops at the first failing command with its status."""
-    c = make_context(tmp_path, ec2_workdir=str(tmp_path / "work"))
+    c = make_context(tmp_path, ec2={"workdir": str(tmp_path / "work")})
     fetch = dict(ec2_training.steps(c, "s3://b/models/r/source.tar.gz", "s3://b/models/r/model.tar.gz"))[
         "fetch the code"]
     env = {"PATH": f"{tmp_path / 'no-aws-here'}:/usr/bin:/bin", "HOME": str(tmp_path)}

@@ -11,7 +11,8 @@ import pytest
 from invoke.exceptions import Exit
 
 from aws import sagemaker_jobs
-from aws.session import boto_session
+from aws.session import aws_settings, boto_session
+from configuration.areas import TuningSettings, load
 from aws_testlib import (BUCKET, REGION, RequestRecorder, answer, create_bucket, create_role,  # noqa: F401
                               make_context, moto_account, aws_credentials, refuse)
 
@@ -38,12 +39,12 @@ def channel_files(job, channel):
 
 def test_a_job_on_four_instances_runs_train_py_under_torchrun_on_spot_with_checkpoints(account, tmp_path):
     c, requests, role = account
-    sagemaker_jobs.train(c, instances=4, spot=True, overrides={"epochs": 2, "batch_size": 64})
+    sagemaker_jobs.train(c, instances=4, spot=True, assignments=["epochs=2", "batch-size=64"])
 
     job = boto3.client("sagemaker", region_name=REGION).describe_training_job(
         TrainingJobName=requests.of("CreateTrainingJob")[0]["TrainingJobName"])
     assert job["ResourceConfig"]["InstanceCount"] == 4
-    assert job["ResourceConfig"]["InstanceType"] == c.config.aws.training_instance_type
+    assert job["ResourceConfig"]["InstanceType"] == aws_settings(c).training_instance_type
     assert job["RoleArn"] == role
     assert job["HyperParameters"] == {"epochs": "2", "batch_size": "64"}
     assert job["EnableManagedSpotTraining"] is True
@@ -113,13 +114,25 @@ def test_processes_per_instance_0_runs_one_process_per_gpu_on_one_instance(moto_
     assert json.loads(drivers["distributed.json"]).get("process_count_per_node", "-") == processes
 
 
-def test_hyperparameters_come_from_settings_and_flags_win(moto_account, tmp_path):
+def test_hyperparameters_are_train_hyperparameters_and_the_tasks_set(moto_account, tmp_path):
     create_bucket(objects=DATA)
     c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role(),
-                     hyperparameters={"arch": "resnet18", "epochs": 5, "mode": ""})
+                     hyperparameters={"arch": "resnet18", "epochs": 5})
     requests = RequestRecorder(boto_session(c))
-    sagemaker_jobs.train(c, overrides={"epochs": 3, "learning_rate": None})
-    assert requests.of("CreateTrainingJob")[0]["HyperParameters"] == {"arch": "resnet18", "epochs": "3"}
+    sagemaker_jobs.train(c, assignments=["learning_rate=0.01"])
+    assert requests.of("CreateTrainingJob")[0]["HyperParameters"] == {"arch": "resnet18", "epochs": "5", "lr": "0.01"}
+
+
+def test_a_hyperparameter_given_twice_stops_before_anything_is_asked_of_aws(moto_account, tmp_path):
+    c = make_context(tmp_path, bucket=BUCKET, hyperparameters={"epochs": 5})
+    requests = RequestRecorder(boto_session(c))
+    with pytest.raises(Exit, match=re.escape("hyperparameter epochs is given twice: by train.hyperparameters "
+                                             "(epochs=5) and by --set (epochs=3); keep one")):
+        sagemaker_jobs.train(c, assignments=["epochs=3"])
+    with pytest.raises(Exit, match=re.escape("hyperparameter epochs is given twice: as a fixed value and as the "
+                                             "range tuning.epochs searches")):
+        sagemaker_jobs.tune(c)
+    assert requests.calls == []
 
 
 def test_no_data_in_the_bucket_stops_before_any_job_starts(moto_account, tmp_path):
@@ -173,9 +186,9 @@ def test_tuning_searches_lr_batch_size_epochs_and_weight_decay_for_the_lowest_va
     assert config["ResourceLimits"]["MaxParallelTrainingJobs"] == 2
     ranges = config["ParameterRanges"]
     continuous = {r["Name"]: r for r in ranges["ContinuousParameterRanges"]}
-    assert continuous["learning_rate"]["ScalingType"] == "Logarithmic"
-    assert float(continuous["learning_rate"]["MinValue"]) == 0.0001
-    assert float(continuous["learning_rate"]["MaxValue"]) == 0.1
+    assert continuous["lr"]["ScalingType"] == "Logarithmic"
+    assert float(continuous["lr"]["MinValue"]) == 0.0001
+    assert float(continuous["lr"]["MaxValue"]) == 0.1
     assert continuous["weight_decay"]["ScalingType"] == "Logarithmic"
     assert [r["Name"] for r in ranges["IntegerParameterRanges"]] == ["epochs"]
     assert ranges["CategoricalParameterRanges"] == [{"Name": "batch_size", "Values": ["32", "64", "128", "256"]}]
@@ -210,7 +223,7 @@ def test_tuning_for_accuracy_maximizes_valid_accuracy(account):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"objective": "test_loss"}, "unknown objective 'test_loss'"),
-    ({"max_jobs": 2, "parallel": 3}, "need 1 <= --parallel <= --max-jobs"),
+    ({"max_jobs": 2, "parallel": 3}, "tuning.parallel (3) is more than tuning.max_jobs (2)"),
 ])
 def test_impossible_tuning_requests_stop_with_one_line(account, kwargs, message):
     c, requests, _ = account
@@ -223,9 +236,9 @@ def test_train_py_reads_the_tuned_hyperparameters_as_the_container_passes_them(m
     from training import train
     from sagemaker.train.container_drivers.common.utils import hyperparameters_to_cli_args
 
-    ranges = sagemaker_jobs.tuning_ranges(make_context(tmp_path))
-    assert set(ranges) == {"learning_rate", "batch_size", "epochs", "weight_decay"}
-    picked = {"learning_rate": "0.0123", "batch_size": "128", "epochs": "7", "weight_decay": "0.0005"}
+    ranges = sagemaker_jobs.tuning_ranges(load(make_context(tmp_path), TuningSettings))
+    assert set(ranges) == {"lr", "batch_size", "epochs", "weight_decay"}     # train.py's own names
+    picked = {"lr": "0.0123", "batch_size": "128", "epochs": "7", "weight_decay": "0.0005"}
     args = train.parse_args(hyperparameters_to_cli_args({**picked, "arch": "resnet18"}))
     assert (args.lr, args.batch_size, args.epochs, args.weight_decay, args.arch) == (0.0123, 128, 7, 0.0005, "resnet18")
 

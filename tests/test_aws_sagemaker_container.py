@@ -48,9 +48,10 @@ def _submitted_job(tmp_path, shapes, processes, spot, **overrides):
     s3 = create_bucket()
     for relative, body in shapes.items():
         s3.put_object(Bucket=BUCKET, Key=f"data/dogImages/{relative}", Body=body)
-    c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role(), processes_per_instance=processes)
+    c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role(), processes_per_instance=processes,
+                     hyperparameters={**TINY, **overrides})
     requests = RequestRecorder(boto_session(c))
-    sagemaker_jobs.train(c, spot=spot, overrides={**TINY, **overrides})
+    sagemaker_jobs.train(c, spot=spot)
     return requests.of("CreateTrainingJob")[0]
 
 
@@ -136,7 +137,8 @@ def test_a_tuning_job_trains_through_the_sagemaker_training_toolkit_where_sigter
     s3 = create_bucket()
     for relative, body in shapes.items():
         s3.put_object(Bucket=BUCKET, Key=f"data/dogImages/{relative}", Body=body)
-    c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role(), hyperparameters=TINY,
+    fixed = {name: value for name, value in TINY.items() if name != "batch_size"}    # tuning searches it
+    c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role(), hyperparameters=fixed,
                      tuning={"epochs": [1, EPOCHS], "batch_size": [8]})
     requests = RequestRecorder(boto_session(c))
     boto3.client("sagemaker", region_name=REGION).create_training_job(   # moto's "best" job, which it never creates
@@ -154,7 +156,7 @@ def test_a_tuning_job_trains_through_the_sagemaker_training_toolkit_where_sigter
     static = dict(definition["StaticHyperParameters"])
     archive_uri = static["sagemaker_submit_directory"]
     static["sagemaker_submit_directory"] = "/opt/ml/input/sourcedir.tar.gz"
-    picked = {"learning_rate": "0.002", "weight_decay": "0.0001", "epochs": str(EPOCHS), "batch_size": "8"}
+    picked = {"lr": "0.002", "weight_decay": "0.0001", "epochs": str(EPOCHS), "batch_size": "8"}
     channels = {ch["ChannelName"]: _objects(ch["DataSource"]["S3DataSource"]["S3Uri"])
                 for ch in definition["InputDataConfig"]}
     container = TrainingContainer(tmp_path / "ml", channels=channels, job_name="dog-breeds-tune-001-abcdef",

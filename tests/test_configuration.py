@@ -239,8 +239,6 @@ def test_a_relative_path_means_the_same_folder_from_any_working_directory(tmp_pa
     (["status"], {"INVOKE_TARGET": "cloud"}, "target (INVOKE_TARGET): 'cloud' is not one of local, aws"),
     (["train", "--set", "lr=0.1"], {"INVOKE_TRAIN_HYPERPARAMETERS": "{learning_rate: 0.2}"},
      "hyperparameter lr is given twice: by train.hyperparameters (learning_rate=0.2) and by --set (lr=0.1); keep one"),
-    (["train", "--set", "epoch=3"], {},
-     "hyperparameter 'epoch' is not a flag of training/train.py (`python training/train.py --help` lists them)"),
 ])
 def test_a_bad_setting_stops_the_task_with_one_line_and_no_traceback(args, variables, line):
     result = _invoke(args, **variables)

@@ -3,7 +3,8 @@
 `train_locally(config)` runs training/train.py (under torchrun for several workers) with the paths of the invoke
 configuration; when the configured real data set is absent it trains on the synthetic set (made if needed) with
 train.py's `synthetic-cpu` preset. `ensure_model(config)` returns the model directory, training only if there is
-none yet. `config` is the invoke configuration (or a dict of the same shape: data.dir, train.model_dir, ...).
+none yet. `config` is the invoke configuration (or a dict of the same shape: data.dir, train.model_dir, ...), read
+through configuration.areas.
 """
 
 import logging
@@ -12,8 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from configuration.areas import DataSettings, TrainSettings, load
 from model_layout import CODE_DIR, CONFIG_FILE, WEIGHTS_FILE
-from training import download, synthetic
+from training import download, hyperparameters, synthetic
 from training.imagefolder_data import DataError, scan_data
 from training.model_archive import build_model_archive
 
@@ -33,51 +35,41 @@ class LocalTrainingError(RuntimeError):
         self.already_reported = already_reported
 
 
-def _section(config, name):
-    return config[name] if name in config else {}
-
-
-def _setting(config, section, key, default):
-    values = _section(config, section)
-    return values[key] if key in values and values[key] not in (None, "") else default
-
-
 def training_data(config, *, progress=False):
     """(data folder, preset): the real set when it is there, else the synthetic set (made now if needed)."""
-    real = Path(_setting(config, "data", "dir", "data/dogImages"))
-    if download.is_complete(real) or (real / "train").is_dir():
-        return real, None
-    synthetic_dir = Path(_setting(config, "data", "synthetic_dir", "data/synthetic"))
+    data = load(config, DataSettings)
+    if download.is_complete(data.dir) or (data.dir / "train").is_dir():
+        return data.dir, None
     log.warning("%s not found (run `invoke data` to download it): training on the synthetic set in %s",
-                real, synthetic_dir)
-    synthetic.make_synthetic_dataset(synthetic_dir, progress=progress)
-    return synthetic_dir, SYNTHETIC_PRESET
+                data.dir, data.synthetic_dir)
+    synthetic.make_synthetic_dataset(data.synthetic_dir, progress=progress)
+    return data.synthetic_dir, SYNTHETIC_PRESET
 
 
-def train_command(config, *, data, preset=None, workers=1, fresh=False, extra_args=()):
-    """The command line that trains: python train.py ..., or torchrun with `workers` processes."""
+def train_command(train, *, data, chosen, preset=None, workers=1, fresh=False):
+    """The command line that trains (python train.py ..., or torchrun with `workers` processes) with the paths of
+    `train` (TrainSettings) and the `chosen` hyperparameters; a preset they name replaces the synthetic one."""
     workers = int(workers)
     if workers < 1:
         raise LocalTrainingError(f"workers must be at least 1, got {workers}")
     launcher = [sys.executable]
     if workers > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={workers}"]
-    args = ["--data", str(data),
-            "--model-dir", str(_setting(config, "train", "model_dir", "build/model")),
-            "--output-dir", str(_setting(config, "train", "output_dir", "build/output")),
-            "--checkpoint-dir", str(_setting(config, "train", "checkpoint_dir", "build/checkpoints")),
-            "--archive", str(_setting(config, "train", "archive", "build/model.tar.gz"))]
-    if preset:
+    args = ["--data", str(data), "--model-dir", str(train.model_dir), "--output-dir", str(train.output_dir),
+            "--checkpoint-dir", str(train.checkpoint_dir), "--archive", str(train.archive)]
+    if preset and "preset" not in chosen:
         args += ["--preset", preset]
     if fresh:
         args.append("--no-resume")
-    args += shlex.split(str(_setting(config, "train", "args", ""))) + list(extra_args)
-    return launcher + [str(TRAIN_SCRIPT)] + args
+    return launcher + [str(TRAIN_SCRIPT)] + args + hyperparameters.as_flags(chosen)
 
 
-def train_locally(config, *, workers=1, fresh=False, extra_args=(), progress=None):
-    """Train with the configured paths; returns the model directory (model.tar.gz is written as well)."""
+def train_locally(config, *, workers=1, fresh=False, assignments=(), progress=None):
+    """Train with the configured paths and hyperparameters (train.hyperparameters, then `assignments`, the task's
+    --set); returns the model directory (model.tar.gz is written as well)."""
     progress = sys.stderr.isatty() if progress is None else progress
+    train = load(config, TrainSettings)
+    chosen = hyperparameters.from_settings(train, assignments)     # a bad one stops here, before any work
     data, preset = training_data(config, progress=progress)
     if int(workers) > 1:
         # torchrun would wrap each process's one-line error in its own report; check the data first instead
@@ -85,13 +77,13 @@ def train_locally(config, *, workers=1, fresh=False, extra_args=(), progress=Non
             scan_data(data)
         except DataError as error:
             raise LocalTrainingError(f"error: {error}", 2) from None
-    command = train_command(config, data=data, preset=preset, workers=workers, fresh=fresh, extra_args=extra_args)
+    command = train_command(train, data=data, chosen=chosen, preset=preset, workers=workers, fresh=fresh)
     log.info("running %s", shlex.join(command))
     result = subprocess.run(command)
     if result.returncode != 0:
         raise LocalTrainingError(f"training exited with status {result.returncode}", result.returncode,
                                  already_reported=result.returncode == 2)
-    return Path(_setting(config, "train", "model_dir", "build/model"))
+    return train.model_dir
 
 
 def has_model(model_dir):
@@ -101,10 +93,9 @@ def has_model(model_dir):
 
 def ensure_model(config, *, progress=None):
     """The model directory and its model.tar.gz, training one (synthetic preset offline) only when missing."""
-    model_dir = Path(_setting(config, "train", "model_dir", "build/model"))
-    archive = Path(_setting(config, "train", "archive", "build/model.tar.gz"))
-    if not has_model(model_dir):
+    train = load(config, TrainSettings)
+    if not has_model(train.model_dir):
         train_locally(config, progress=progress)
-    elif not archive.exists():
-        build_model_archive(model_dir, archive)
-    return model_dir
+    elif not train.archive.exists():
+        build_model_archive(train.model_dir, train.archive)
+    return train.model_dir
