@@ -167,7 +167,8 @@ def steps(c, source_uri, model_uri, assignments=()):
                            "$PY -m pip install --quiet -r training/requirements.txt; fi"),
         ("download the data", f"{prologue}; DATA_ROOT={data_root} MODEL_DIR={HOST_PATHS['model_dir']} "
                               f"DATA_URL={shlex.quote(load(c, DataSettings).url)} bash training/ec2-data-download.sh"),
-        ("train", f"{prologue}; $PY training/train.py --data {shlex.quote(data_dir)} {train_arguments(c, assignments)}"),
+        ("train", f"{prologue}; $PY training/train.py --data {shlex.quote(data_dir)} "
+                  f"{train_arguments(c, assignments)}"),
         ("upload the model", f"{prologue}; aws s3 cp --only-show-errors {HOST_PATHS['archive']} {model_uri}; "
                              f"aws s3 cp --only-show-errors {HOST_PATHS['output_dir']}/metrics.json {metrics_uri}"),
     ]

@@ -1,8 +1,8 @@
 """Where the AWS tasks get their settings and their one boto3 session.
 
 Settings come from task flags, else the `aws:` and `ec2:` sections (invoke.yaml, INVOKE_* variables), else the
-defaults of configuration/areas.py (docs/configuration.md). Every AWS task calls `require_credentials` first, so a machine with no credentials stops at once
-with one line instead of a stack trace from deep inside botocore.
+defaults of configuration/areas.py (docs/configuration.md). Every AWS task calls `require_credentials` first, so a
+machine with no credentials stops at once with one line instead of a stack trace from deep inside botocore.
 """
 
 import contextlib

@@ -57,8 +57,8 @@ def make_context(tmp_path, *, hyperparameters=None, tuning=None, ec2=None, data=
         **aws_settings,
     }
     config = Config(project_location=str(REPO_ROOT), overrides={
-        "aws": settings, "function_zip": str(tmp_path / "function.zip"), "train": {"hyperparameters": hyperparameters or {}},
-        "tuning": tuning or {}, "ec2": ec2 or {}, "data": data or {}})
+        "aws": settings, "function_zip": str(tmp_path / "function.zip"), "tuning": tuning or {}, "ec2": ec2 or {},
+        "train": {"hyperparameters": hyperparameters or {}}, "data": data or {}})
     config.load_project()
     return Context(config=config)
 
