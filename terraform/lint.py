@@ -238,6 +238,77 @@ def _failure_details(result):
     return lines[-30:]
 
 
+class _LintFailure(Exception):
+    """A step of check_validate_and_test failed: its one-line message and the details to print."""
+
+    def __init__(self, message, details=()):
+        super().__init__(message)
+        self.details = list(details)
+
+
+def _scratch_copy(directory, scratch):
+    """A copy of the configuration: init writes .terraform/ and .terraform.lock.hcl, which must not touch what
+    `invoke plan` uses."""
+    work = Path(scratch) / "terraform"
+    shutil.copytree(directory, work, ignore=shutil.ignore_patterns(
+        ".terraform", ".terraform.lock.hcl", "*.tfstate", "*.tfstate.*", "*.tfplan", "__pycache__"))
+    return work
+
+
+def _init(binary, folder, env):
+    return _run([str(binary), "init", "-backend=false", "-input=false", "-no-color"], cwd=folder, env=env,
+                timeout=INIT_TIMEOUT_S)
+
+
+def _init_root(binary, root, scratch, env, provider):
+    """Inits the root with the installed provider, or the offline one where asked or (auto) where the installed
+    one cannot be: returns the environment every later command needs and which provider is used."""
+    used = "the installed hashicorp/aws provider"
+    first = None if provider == "offline" else _init(binary, root, env)
+    if first is None or (first.returncode != 0 and provider == "auto"):
+        env, offline_version = use_offline_provider(binary, scratch, env)
+        why = "" if first is None else ("; the installed one could not be: "
+                                        f"{_first_error_line(first.stderr or first.stdout)}")
+        used = f"the offline schema-only hashicorp/aws {offline_version} provider{why}"
+        shutil.rmtree(root / ".terraform", ignore_errors=True)  # what the failed init left
+        (root / ".terraform.lock.hcl").unlink(missing_ok=True)
+        first = _init(binary, root, env)
+    if first.returncode != 0:
+        raise _LintFailure(f"terraform init: {_first_error_line(first.stderr or first.stdout)}",
+                           _failure_details(first))
+    return env, used
+
+
+def _validate(binary, work, roots, env, used):
+    for folder in roots:
+        label = "root" if folder == work else f"modules/{folder.name}"
+        if folder != work:
+            initialized = _init(binary, folder, env)
+            if initialized.returncode != 0:
+                raise _LintFailure(f"terraform init of {label}: "
+                                   f"{_first_error_line(initialized.stderr or initialized.stdout)}",
+                                   _failure_details(initialized))
+        validate = _run([str(binary), "validate", "-no-color"], cwd=folder, env=env)
+        if validate.returncode != 0:
+            raise _LintFailure(f"terraform validate of {label}: "
+                               f"{_first_error_line(validate.stderr or validate.stdout)}",
+                               _failure_details(validate) + _schema_hint(validate, used))
+
+
+def _test_counts(test, used):
+    """terraform test's passed count; every run must run and pass."""
+    counts = test_summary(test.stdout)
+    if test.returncode != 0 or counts is None:
+        summary = f"{counts[0]} passed, {counts[1]} failed, {counts[2]} skipped" if counts else \
+            _first_error_line(test.stderr or test.stdout)
+        raise _LintFailure(f"terraform test: {summary} ({used})", _failure_details(test) + _schema_hint(test, used))
+    passed, _, skipped = counts
+    if passed == 0 or skipped:
+        raise _LintFailure(f"terraform test: {passed} passed, {skipped} skipped: every run must run and pass",
+                           _failure_details(test))
+    return passed
+
+
 def check_validate_and_test(directory=TERRAFORM_DIR, candidates=None, provider="auto"):
     """`terraform validate` of the root and of every module, then `terraform test`, with a terraform >= 1.7 and
     the hashicorp/aws provider: the installed one (registry or the user's mirror) or, where it cannot be installed
@@ -250,59 +321,20 @@ def check_validate_and_test(directory=TERRAFORM_DIR, candidates=None, provider="
                            f"the newest terraform found is {_version_text(version)}: install one on PATH or pass "
                            "--terraform")
     with tempfile.TemporaryDirectory(prefix="tf-lint-") as scratch:
-        # A copy: init writes .terraform/ and .terraform.lock.hcl, which must not touch what `invoke plan` uses.
-        work = Path(scratch) / "terraform"
-        shutil.copytree(directory, work, ignore=shutil.ignore_patterns(
-            ".terraform", ".terraform.lock.hcl", "*.tfstate", "*.tfstate.*", "*.tfplan", "__pycache__"))
+        work = _scratch_copy(directory, scratch)
         env = {key: value for key, value in _environment().items() if key != "TF_DATA_DIR"}
         env.setdefault("TF_PLUGIN_CACHE_DIR", str(Path(scratch) / "plugin-cache"))  # one download for all modules
         Path(env["TF_PLUGIN_CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
-        used = "the installed hashicorp/aws provider"
         roots = configurations(work)
-
-        def init(folder, environment):
-            return _run([str(binary), "init", "-backend=false", "-input=false", "-no-color"], cwd=folder,
-                        env=environment, timeout=INIT_TIMEOUT_S)
-
         try:
-            first = None if provider == "offline" else init(roots[0], env)
-            if first is None or (first.returncode != 0 and provider == "auto"):
-                env, offline_version = use_offline_provider(binary, scratch, env)
-                why = "" if first is None else ("; the installed one could not be: "
-                                                f"{_first_error_line(first.stderr or first.stdout)}")
-                used = f"the offline schema-only hashicorp/aws {offline_version} provider{why}"
-                shutil.rmtree(roots[0] / ".terraform", ignore_errors=True)  # what the failed init left
-                (roots[0] / ".terraform.lock.hcl").unlink(missing_ok=True)
-                first = init(roots[0], env)
-            if first.returncode != 0:
-                return CheckResult(name, "failed", f"terraform init: {_first_error_line(first.stderr or first.stdout)}",
-                                   _failure_details(first))
-            for folder in roots:
-                label = "root" if folder == work else f"modules/{folder.name}"
-                if folder != work:
-                    initialized = init(folder, env)
-                    if initialized.returncode != 0:
-                        return CheckResult(name, "failed", f"terraform init of {label}: "
-                                           f"{_first_error_line(initialized.stderr or initialized.stdout)}",
-                                           _failure_details(initialized))
-                validate = _run([str(binary), "validate", "-no-color"], cwd=folder, env=env)
-                if validate.returncode != 0:
-                    return CheckResult(name, "failed", f"terraform validate of {label}: "
-                                       f"{_first_error_line(validate.stderr or validate.stdout)}",
-                                       _failure_details(validate) + _schema_hint(validate, used))
-            test = _run([str(binary), "test", "-no-color"], cwd=work, env=env, timeout=TEST_TIMEOUT_S)
+            env, used = _init_root(binary, roots[0], scratch, env, provider)
+            _validate(binary, work, roots, env, used)
+            passed = _test_counts(_run([str(binary), "test", "-no-color"], cwd=work, env=env,
+                                       timeout=TEST_TIMEOUT_S), used)
         except subprocess.TimeoutExpired as expired:
             return CheckResult(name, "failed", f"{' '.join(expired.cmd[1:3])} did not finish in {expired.timeout:.0f} s")
-        counts = test_summary(test.stdout)
-        if test.returncode != 0 or counts is None:
-            summary = f"{counts[0]} passed, {counts[1]} failed, {counts[2]} skipped" if counts else \
-                _first_error_line(test.stderr or test.stdout)
-            return CheckResult(name, "failed", f"terraform test: {summary} ({used})",
-                               _failure_details(test) + _schema_hint(test, used))
-        passed, failed, skipped = counts
-        if passed == 0 or skipped:
-            return CheckResult(name, "failed", f"terraform test: {passed} passed, {skipped} skipped: every run "
-                               "must run and pass", _failure_details(test))
+        except _LintFailure as failure:
+            return CheckResult(name, "failed", str(failure), failure.details)
         return CheckResult(name, "ok", f"valid: root and {len(roots) - 1} modules; terraform test: {passed} runs "
                            f"passed, 0 failed (terraform {_version_text(version)}, {used})")
 
