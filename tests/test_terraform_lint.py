@@ -165,7 +165,9 @@ def test_the_lint_task_stops_with_one_line_when_a_check_fails():
 def test_the_lint_task_hands_the_configured_terraform_to_the_checks():
     import tasks
 
-    # MockContext refuses any command it was not told about, so this only passes when --terraform is handed on.
-    context = MockContext(run={re.compile(r".*terraform/lint\.py --terraform /opt/tf/terraform$"): Result(exited=0)})
+    # MockContext refuses any command it was not told about, so this only passes when --terraform is handed on
+    # (with lint.provider's default beside it).
+    context = MockContext(run={re.compile(r".*terraform/lint\.py --terraform /opt/tf/terraform --provider auto$"):
+                               Result(exited=0)})
     context.config["lint"] = {"terraform": "/opt/tf/terraform"}
     tasks.lint(context)
