@@ -29,20 +29,17 @@ from aws.session import (REPO_ROOT, aws_settings, boto_session, bucket_name, cli
                          s3_uri, split_s3_uri, stops_with_one_line)
 from configuration.areas import DataSettings, TrainSettings, TuningSettings, load
 from training import hyperparameters
+from training.metric_lines import SPLIT_METRICS, SPLITS, metric_pattern
 
 ENTRY_SCRIPT = "training/train.py"
 # The job's command: the SDK's driver under a relay that hands SageMaker's SIGTERM on to train.py (see the script).
 SIGTERM_RELAY = "training/sigterm_relay.py"
 SOURCE_FOLDERS = ("training", "inference")
 DATA_CHANNEL = "training"  # train.py reads SM_CHANNEL_TRAINING
-NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
-# train.py logs `<split>_<metric>=<value>` per epoch (training/train.py: _format_metrics, SPLIT_METRICS); SageMaker
-# records each as the metric `<split>:<metric>`. tests/test_aws_sagemaker.py checks these against the script's lines.
-LOGGED_SPLITS = ("train", "valid", "test")
-LOGGED_METRICS = ("loss", "accuracy", "top5_accuracy")
-METRIC_DEFINITIONS = [{"Name": f"{split}:{metric}", "Regex": rf"\b{split}_{metric}={NUMBER}"}
-                      for split in LOGGED_SPLITS for metric in LOGGED_METRICS]
+# SageMaker records each metric train.py logs (training/metric_lines.py) as `<split>:<metric>`.
+METRIC_DEFINITIONS = [{"Name": f"{split}:{metric}", "Regex": metric_pattern(split, metric)}
+                      for split in SPLITS for metric in SPLIT_METRICS]
 TUNED = ("learning_rate", "weight_decay", "epochs", "batch_size")   # the ranges of the tuning section
 OBJECTIVES = {"valid_loss": ("valid:loss", "Minimize"), "valid_accuracy": ("valid:accuracy", "Maximize")}
 

@@ -147,11 +147,11 @@ def test_no_data_in_the_bucket_stops_before_any_job_starts(moto_account, tmp_pat
 
 
 def test_metric_definitions_read_the_values_train_py_logs():
-    from training import train
+    from training.metric_lines import epoch_line
 
     logged = {split: {"loss": 0.1 + i, "accuracy": 0.2 + i / 10, "top5_accuracy": 0.3 + i / 10}
               for i, split in enumerate(("train", "valid", "test"))}
-    line = f"epoch 3/10 {train._format_metrics(logged)} lr=0.000100"
+    line = epoch_line(3, logged, lr=0.0001, seconds=12.5, images_per_second=300)
     for definition in sagemaker_jobs.METRIC_DEFINITIONS:
         split, metric = definition["Name"].split(":")
         found = re.findall(definition["Regex"], line)

@@ -1,6 +1,7 @@
 """training/train.py end to end on tiny generated data: what a user (or SageMaker, or the serving code) relies on."""
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -13,15 +14,17 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from training import train
 from architectures import build_model
+from training.metric_lines import SPLITS, metric_pattern
 from training.model_archive import build_model_archive
 from training.shared_memory_gradients import host_supports_polling
+from training.training_curve import curve_figure
 from training_testlib import (TRAIN_SCRIPT, assert_same_history, history, run_script, run_two_processes,
                               sigterm_after_first_epoch, tiny_args)
-
-METRIC_LINE = re.compile(r"valid_loss=(\d+\.\d+) valid_accuracy=(\d+\.\d+)")
 
 
 # --- the model directory --------------------------------------------------------------------------------------
@@ -32,13 +35,35 @@ def test_model_directory_holds_weights_cleaned_class_names_config_and_code(train
     assert {k: config[k] for k in ("arch", "num_classes", "image_size", "weights", "mode")} == {
         "arch": "resnet18", "num_classes": 3, "image_size": 32, "weights": "none", "mode": "finetune"}
     assert re.fullmatch(r"[0-9a-f]{12}", config["model_version"])
-    assert config["metrics"]["best_epoch"] == 1 and 0 <= config["metrics"]["test_accuracy"] <= 1
+    assert config["metrics"] == json.loads((trained_model_dir.parent / "output" / "metrics.json").read_text())["final"]
     code = {p.name for p in (trained_model_dir / "code").iterdir()}
     assert {"preprocessing.py", "architectures.py", "requirements.txt"} <= code
 
     model = build_model(config["arch"], config["num_classes"], weights="none")
     model.load_state_dict(torch.load(trained_model_dir / "model.pth", weights_only=True))  # strict: bare model
     assert model.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_the_recorded_test_metrics_are_what_the_saved_weights_score_through_the_serving_preprocessing(
+        trained_model_dir, tiny_image_folder):
+    from image_decoding import decode_image
+    import preprocessing
+
+    config = json.loads((trained_model_dir / "model_config.json").read_text())
+    model = build_model(config["arch"], config["num_classes"], weights="none")
+    model.load_state_dict(torch.load(trained_model_dir / "model.pth", weights_only=True))
+    images, labels = [], []
+    for label, folder in enumerate(sorted((tiny_image_folder / "test").iterdir())):
+        for path in sorted(folder.iterdir()):
+            picture = decode_image(path.read_bytes(), preprocessing.decode_side(config["image_size"]))
+            images.append(preprocessing.eval_transform(config["image_size"])(picture))
+            labels.append(label)
+    with torch.inference_mode():
+        logits = model.eval()(torch.stack(images))
+    labels = torch.tensor(labels)
+    accuracy = (logits.argmax(dim=1) == labels).double().mean().item()
+    assert accuracy == pytest.approx(config["metrics"]["test_accuracy"])
+    assert F.cross_entropy(logits, labels).item() == pytest.approx(config["metrics"]["test_loss"], rel=1e-4)
 
 
 def test_model_archive_has_the_directory_at_top_level_and_is_reproducible(trained_model_dir, tmp_path):
@@ -60,7 +85,37 @@ def test_metrics_file_has_loss_top1_top5_for_every_split_and_epoch_and_a_curve(t
         for name in ("loss", "accuracy", "top5_accuracy"):
             assert f"{split}_{name}" in row
     assert report["final"]["best_epoch"] == 1
-    assert (output / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(output / "training_curve.png") as curve:
+        assert curve.format == "PNG" and curve.size == (880, 320)
+        curve.verify()
+
+
+def test_the_training_curve_draws_every_split_at_every_epoch_on_both_panels(tmp_path):
+    history = [{"epoch": epoch, **{f"{split}_{metric}": 1 / epoch + i / 10
+                                   for i, split in enumerate(SPLITS) for metric in ("loss", "accuracy")}}
+               for epoch in (1, 2, 3)]
+    loss_panel, accuracy_panel = curve_figure(history).axes
+    for panel, metric in ((loss_panel, "loss"), (accuracy_panel, "accuracy")):
+        assert [line.get_label() for line in panel.get_lines()] == list(SPLITS)
+        for line, split in zip(panel.get_lines(), SPLITS):
+            assert list(line.get_xdata()) == [1, 2, 3]
+            assert list(line.get_ydata()) == [row[f"{split}_{metric}"] for row in history]
+    assert accuracy_panel.get_ylim() == (0, 1)
+
+
+def test_without_matplotlib_training_ends_with_a_warning_instead_of_a_curve(monkeypatch, tmp_path, caplog):
+    from training import training_curve
+
+    monkeypatch.setattr(training_curve, "Figure", None)
+    monkeypatch.setattr(training_curve, "MATPLOTLIB_MISSING", "No module named 'matplotlib'", raising=False)
+    logger = logging.getLogger("train")      # train.py's logging setup stops it propagating to caplog's root
+    logger.addHandler(caplog.handler)
+    try:
+        assert training_curve.write_training_curve([{"epoch": 1}], tmp_path / "curve.png") is None
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert not (tmp_path / "curve.png").exists()
+    assert "no training curve: matplotlib is not installed" in caplog.text
 
 
 # --- head mode --------------------------------------------------------------------------------------------------
@@ -104,8 +159,9 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_ends_like_an_uninterrupt
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming from the checkpoint" in resumed.stdout
     assert_same_history(history(tmp_path), history(uninterrupted))
-    # SageMaker metric definitions and tuning objectives read these lines with a regex
-    assert METRIC_LINE.search(resumed.stdout)
+    # SageMaker's metric definitions read the values back from the log: every epoch's, in order
+    logged = [float(value) for value in re.findall(metric_pattern("valid", "loss"), resumed.stdout)]
+    assert logged == pytest.approx([row["valid_loss"] for row in history(tmp_path)[1:]], abs=1e-4)
 
 
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted, tiny_image_folder, tmp_path,

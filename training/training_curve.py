@@ -1,71 +1,50 @@
-"""The training-curve PNG: loss and top-1 accuracy per epoch for train, valid and test.
+"""The training-curve PNG: loss and top-1 accuracy per epoch for train, valid and test, drawn with matplotlib.
 
-Drawn with Pillow, which torchvision already brings: no plotting library to import (matplotlib's import alone
-cost more than ten head-mode epochs) or to install in the SageMaker training image.
+matplotlib is in requirements.txt and in SageMaker's PyTorch training images (their SageMaker stage installs
+seaborn, which needs it). Where it is missing (a bare EC2 host), training still ends with its model and metrics,
+and a warning says why there is no curve.
 """
 
-from PIL import Image, ImageDraw
+import logging
 
-COLOURS = {"train": (31, 119, 180), "valid": (255, 127, 14), "test": (44, 160, 44)}
-PANEL_W, PANEL_H = 440, 320
-MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 56, 16, 34, 40
-GRID = (225, 225, 225)
-INK = (40, 40, 40)
+from training.metric_lines import SPLITS, metric_key
+
+try:    # the Agg canvas itself, not pyplot: no backend selection, no global figure state
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+except ImportError as error:
+    FigureCanvasAgg = Figure = None
+    MATPLOTLIB_MISSING = str(error)
+
+log = logging.getLogger("train")
+
+PANELS = (("loss", "mean cross-entropy"), ("accuracy", "top-1 accuracy"))
+SIZE_INCHES, DPI = (8.8, 3.2), 100
 
 
-def _ticks(low, high, count=5):
-    step = (high - low) / (count - 1) if high > low else 1.0
-    return [low + i * step for i in range(count)]
-
-
-def _panel(draw, origin_x, title, epochs, series, y_range, legend_at_bottom=False):
-    left, top = origin_x + MARGIN_LEFT, MARGIN_TOP
-    right, bottom = origin_x + PANEL_W - MARGIN_RIGHT, PANEL_H - MARGIN_BOTTOM
-    low, high = y_range
-    if high <= low:
-        low, high = low - 0.5, high + 0.5
-    first, last = min(epochs), max(epochs)
-    span = max(last - first, 1)
-
-    def point(epoch, value):
-        x = left + (epoch - first) / span * (right - left) if last > first else (left + right) / 2
-        y = bottom - (value - low) / (high - low) * (bottom - top)
-        return x, y
-
-    draw.text((left, 10), title, fill=INK)
-    for tick in _ticks(low, high):
-        y = point(first, tick)[1]
-        draw.line([(left, y), (right, y)], fill=GRID)
-        draw.text((origin_x + 4, y - 6), f"{tick:.3g}", fill=INK)
-    step = max(1, round(span / 10))
-    for epoch in range(first, last + 1, step):
-        x = point(epoch, low)[0]
-        draw.line([(x, bottom), (x, bottom + 4)], fill=INK)
-        draw.text((x - 4, bottom + 6), str(epoch), fill=INK)
-    draw.text(((left + right) / 2 - 14, bottom + 22), "epoch", fill=INK)
-    draw.rectangle([left, top, right, bottom], outline=INK)
-    for row, (split, values) in enumerate(series.items()):
-        points = [point(e, v) for e, v in zip(epochs, values)]
-        if len(points) > 1:
-            draw.line(points, fill=COLOURS[split], width=2)
-        for x, y in points:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=COLOURS[split])
-        legend_y = (bottom - 8 - 14 * len(series) if legend_at_bottom else top + 8) + 14 * row
-        draw.line([(right - 70, legend_y + 6), (right - 52, legend_y + 6)], fill=COLOURS[split], width=2)
-        draw.text((right - 46, legend_y), split, fill=INK)
+def curve_figure(history):
+    """A matplotlib Figure of `history` (metrics.json's rows): one panel per metric, one line per split."""
+    figure = Figure(figsize=SIZE_INCHES, dpi=DPI)
+    figure.subplots_adjust(left=0.06, right=0.99, bottom=0.14, top=0.9, wspace=0.15)
+    epochs = [row["epoch"] for row in history]
+    splits = [split for split in SPLITS if history and metric_key(split, "loss") in history[0]]
+    for axes, (metric, title) in zip(figure.subplots(1, len(PANELS)), PANELS):
+        for split in splits:
+            axes.plot(epochs, [row[metric_key(split, metric)] for row in history], marker="o", label=split)
+        axes.set(title=title, xlabel="epoch", ylim=(0, 1) if metric == "accuracy" else (0, None))
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.grid(alpha=0.3)
+        if splits:
+            axes.legend()
+    return figure
 
 
 def write_training_curve(history, path):
-    """Write `history` (metrics.json's rows: epoch, <split>_loss, <split>_accuracy) as a two-panel PNG."""
-    image = Image.new("RGB", (2 * PANEL_W, PANEL_H), (255, 255, 255))
-    draw = ImageDraw.Draw(image)
-    epochs = [row["epoch"] for row in history]
-    splits = [s for s in COLOURS if history and f"{s}_loss" in history[0]]
-    if epochs:
-        losses = {s: [row[f"{s}_loss"] for row in history] for s in splits}
-        every_loss = [v for values in losses.values() for v in values]
-        _panel(draw, 0, "mean cross-entropy", epochs, losses, (0.0, max(every_loss)))
-        accuracies = {s: [row[f"{s}_accuracy"] for row in history] for s in splits}
-        _panel(draw, PANEL_W, "top-1 accuracy", epochs, accuracies, (0.0, 1.0), legend_at_bottom=True)
-    image.save(path, format="PNG")
+    """Write the curve of `history` as a PNG at `path`; the path, or None when matplotlib is not installed."""
+    if Figure is None:
+        log.warning("no training curve: matplotlib is not installed (%s); metrics.json has the same figures",
+                    MATPLOTLIB_MISSING)
+        return None
+    figure = curve_figure(history)
+    FigureCanvasAgg(figure).print_png(str(path))
     return path
