@@ -159,9 +159,12 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_ends_like_an_uninterrupt
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming from the checkpoint" in resumed.stdout
     assert_same_history(history(tmp_path), history(uninterrupted))
-    # SageMaker's metric definitions read the values back from the log: every epoch's, in order
+    # SageMaker's metric definitions read the values back from the log: every epoch's in order, then the best
+    # epoch's, which SageMaker keeps as the job's final value
     logged = [float(value) for value in re.findall(metric_pattern("valid", "loss"), resumed.stdout)]
-    assert logged == pytest.approx([row["valid_loss"] for row in history(tmp_path)[1:]], abs=1e-4)
+    report = json.loads((tmp_path / "output" / "metrics.json").read_text())
+    expected = [row["valid_loss"] for row in report["history"][1:]] + [report["final"]["valid_loss"]]
+    assert logged == pytest.approx(expected, abs=1e-4)
 
 
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted, tiny_image_folder, tmp_path,
