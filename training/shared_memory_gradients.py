@@ -3,8 +3,8 @@
 With one rank per core, gloo's TCP loopback all-reduce of ResNet-18's 45 MB of gradients takes its CPU time
 (kernel copies, socket wake-ups) from the training itself. Here the ranks map one shared block instead, and the
 whole gradient is averaged once per step, after the backward pass, as DDP's communication hook over a single
-bucket. Interleaved with plain DDP in one run (bench/ddp_step_bench.py, docs/benchmarks.md) this made 2 ranks x 1 thread 3-4 points
-of the 2-thread ceiling faster a step.
+bucket. Interleaved with plain DDP in one run (bench/ddp_step_bench.py, docs/benchmarks.md) this made 2 ranks x
+1 thread 3-4 points of the 2-thread ceiling faster a step.
 
 The block holds one slot per rank and one counter per rank. A bucket is cut into one chunk per rank:
   1. every rank copies the chunks the others own into its slot, then signals;
