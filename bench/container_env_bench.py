@@ -30,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 from bench.serve_bench import BENCH_DIR, in_process_predictor, photo_like_jpeg, prepare_model, summary
 from local import stack
 from local.ports import free_port
-from local.procfs import group_processes
+from local.procfs import cmdline_text, cpu_seconds, group_processes
 from local.settings import LocalSettings
 
 CORES = str(os.cpu_count())
@@ -59,15 +59,13 @@ PROCESS_KINDS = (("org.pytorch.serve.ModelServer", "TorchServe frontend (Java)")
 
 def cpu_seconds_by_kind(pgid):
     """CPU seconds of each kind of process in an endpoint's process group, with those of its reaped children."""
-    tick, seconds = os.sysconf("SC_CLK_TCK"), {}
+    seconds = {}
     for pid in group_processes(pgid):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
+        spent, command = cpu_seconds(pid, with_reaped_children=True), cmdline_text(pid)
+        if spent is None:
             continue
         kind = next((name for marker, name in PROCESS_KINDS if marker in command), "other")
-        seconds[kind] = seconds.get(kind, 0.0) + sum(int(value) for value in fields[11:15]) / tick
+        seconds[kind] = seconds.get(kind, 0.0) + spent
     return seconds
 
 

@@ -44,7 +44,7 @@ from botocore.config import Config
 from PIL import Image, ImageDraw, ImageFilter
 
 from bench.loopback_servers import FUNCTION_NAME, FunctionServer, ImageServer
-from local import stack
+from local import procfs, stack
 from local.ports import free_port
 from local.settings import LocalSettings
 from local.supervision import read_state
@@ -165,15 +165,7 @@ def cold_start(model_dir):
 
 def group_cpu_seconds(pgid):
     """User + system CPU seconds of the live processes of a process group (a server and its workers)."""
-    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return sum(procfs.cpu_seconds(pid) or 0.0 for pid in procfs.group_processes(pgid))
 
 
 def own_cpu_seconds():

@@ -78,6 +78,15 @@ def processes_naming(text):
     return sorted(pid for pid in pids() if pid != os.getpid() and text in cmdline_text(pid) and is_running(pid))
 
 
+def cpu_seconds(pid, with_reaped_children=False):
+    """User + system CPU seconds of a process (and, when asked, of its children it has reaped); None once gone."""
+    fields = stat_fields(pid)
+    if not fields:
+        return None
+    ticks = fields[11:15] if with_reaped_children else fields[11:13]   # utime stime [cutime cstime]
+    return sum(int(value) for value in ticks) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid):
     """Resident set size from /proc/<pid>/status, in MiB (None once it has gone)."""
     try:

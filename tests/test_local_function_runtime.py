@@ -17,6 +17,7 @@ import time
 import pytest
 
 from function_testlib import FUNCTION_NAME, FunctionServer, build_zip, invoke
+from local.procfs import is_running, parent_pid
 
 TIMEOUT_S = 2
 CONCURRENCY = 3
@@ -213,7 +214,7 @@ def test_stopping_the_server_stops_its_environments(tmp_path):
     pid = invoke(client, {})[1]["pid"]
     running.stop()
     deadline = time.monotonic() + 5
-    while _alive(pid):
+    while is_running(pid):
         assert time.monotonic() < deadline, "the environment outlived its server"
         time.sleep(0.05)
 
@@ -223,19 +224,13 @@ def test_an_environment_whose_server_worker_is_killed_exits_by_itself(tmp_path):
     running = FunctionServer(tmp_path / "server", zip_path, handler="behaviours.handler")
     try:
         pid = invoke(running.client(), {})[1]["pid"]
-        worker = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        worker = parent_pid(pid)
         os.kill(worker, signal.SIGKILL)   # no exit hook runs: the environment loses its Runtime API connection
         deadline = time.monotonic() + 10
-        while _alive(pid):
+        while is_running(pid):
             assert time.monotonic() < deadline, "the environment outlived its killed worker"
             time.sleep(0.05)
     finally:
         running.stop()
 
 
-def _alive(pid):
-    try:
-        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

@@ -28,6 +28,7 @@ from botocore.exceptions import ClientError
 from bench.loopback_servers import ImageServer
 from local import stack
 from local.ports import free_port
+from local.procfs import processes_naming
 from local.servers import COMPONENTS
 from local.settings import LocalSettings
 from local.supervision import read_state
@@ -48,16 +49,7 @@ def invoke(env, *args, timeout=300, check=True):
 
 def processes_of(state_dir):
     """pids of every live process whose command line names the state folder (our servers and their workers)."""
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(state_dir) in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
+    return processes_naming(str(state_dir))
 
 
 def wait_for(condition, timeout_s, message):
