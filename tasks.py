@@ -13,6 +13,11 @@ from pathlib import Path
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
+try:  # inference/'s flat modules are importable only through the editable install that .ci/setup makes
+    import preprocessing  # noqa: F401
+except ModuleNotFoundError:
+    sys.exit("this checkout is not installed: run `bash .ci/setup` (it installs the project into .venv), "
+             "then use .venv/bin/invoke")
 from configuration.areas import DataSettings, LintSettings, ProjectSettings, invoke_defaults, load
 
 REPO_ROOT = Path(__file__).resolve().parent
