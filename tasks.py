@@ -6,6 +6,7 @@ The work itself lives in training/, local/ and aws/; the tasks only call it.
 """
 
 import importlib
+import importlib.util
 import shlex
 import sys
 from pathlib import Path
@@ -13,9 +14,9 @@ from pathlib import Path
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-try:  # inference/'s flat modules are importable only through the editable install that .ci/setup makes
-    import preprocessing  # noqa: F401
-except ModuleNotFoundError:
+# inference/'s flat modules are importable only through the editable install that .ci/setup makes (found, not
+# imported: importing them loads torch, seconds on every invoke)
+if importlib.util.find_spec("preprocessing") is None:
     sys.exit("this checkout is not installed: run `bash .ci/setup` (it installs the project into .venv), "
              "then use .venv/bin/invoke")
 from configuration.areas import DataSettings, LintSettings, ProjectSettings, invoke_defaults, load
