@@ -106,8 +106,8 @@ def test_the_training_curve_draws_every_split_at_every_epoch_on_both_panels(tmp_
 def test_without_matplotlib_training_ends_with_a_warning_instead_of_a_curve(monkeypatch, tmp_path, caplog):
     from training import training_curve
 
-    monkeypatch.setattr(training_curve, "Figure", None)
-    monkeypatch.setattr(training_curve, "MATPLOTLIB_MISSING", "No module named 'matplotlib'", raising=False)
+    for module in ("matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, module, None)       # what an import of a missing package meets
     logger = logging.getLogger("train")      # train.py's logging setup stops it propagating to caplog's root
     logger.addHandler(caplog.handler)
     try:

@@ -9,21 +9,23 @@ import logging
 
 from training.metric_lines import SPLITS, metric_key
 
-try:    # the Agg canvas itself, not pyplot: no backend selection, no global figure state
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-except ImportError as error:
-    FigureCanvasAgg = Figure = None
-    MATPLOTLIB_MISSING = str(error)
-
 log = logging.getLogger("train")
 
 PANELS = (("loss", "mean cross-entropy"), ("accuracy", "top-1 accuracy"))
 SIZE_INCHES, DPI = (8.8, 3.2), 100
 
 
+def _agg():
+    """matplotlib's Figure and Agg canvas (not pyplot: no backend selection, no global figure state), imported when
+    a curve is drawn: the import takes most of a second, and only rank 0 draws, once, at the end."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    return Figure, FigureCanvasAgg
+
+
 def curve_figure(history):
     """A matplotlib Figure of `history` (metrics.json's rows): one panel per metric, one line per split."""
+    Figure, _ = _agg()
     figure = Figure(figsize=SIZE_INCHES, dpi=DPI)
     figure.subplots_adjust(left=0.06, right=0.99, bottom=0.14, top=0.9, wspace=0.15)
     epochs = [row["epoch"] for row in history]
@@ -41,10 +43,10 @@ def curve_figure(history):
 
 def write_training_curve(history, path):
     """Write the curve of `history` as a PNG at `path`; the path, or None when matplotlib is not installed."""
-    if Figure is None:
-        log.warning("no training curve: matplotlib is not installed (%s); metrics.json has the same figures",
-                    MATPLOTLIB_MISSING)
+    try:
+        _, FigureCanvasAgg = _agg()
+    except ImportError as error:
+        log.warning("no training curve: matplotlib is not installed (%s); metrics.json has the same figures", error)
         return None
-    figure = curve_figure(history)
-    FigureCanvasAgg(figure).print_png(str(path))
+    FigureCanvasAgg(curve_figure(history)).print_png(str(path))
     return path
