@@ -33,14 +33,13 @@ def plan_files(c):
 
 def backend_config(c):
     """-backend-config values for an S3 backend, from aws.state_*; {} keeps the configuration's own backend."""
-    bucket = aws_settings(c).state_bucket
-    if not bucket:
-        return {}
     settings = aws_settings(c)
-    config = {"bucket": bucket, "key": settings.state_key or f"{settings.name_prefix}/terraform.tfstate",
+    if not settings.state_bucket:
+        return {}
+    config = {"bucket": settings.state_bucket, "key": settings.state_key or f"{settings.name_prefix}/terraform.tfstate",
               "region": settings.state_region or settings.region, "encrypt": "true"}
-    if aws_settings(c).state_lock_table:
-        config["dynamodb_table"] = aws_settings(c).state_lock_table
+    if settings.state_lock_table:
+        config["dynamodb_table"] = settings.state_lock_table
     return config
 
 
@@ -50,12 +49,13 @@ def _declares_s3_backend(directory):
 
 def workspace(c, init=True):
     """The Terraform root of this project (aws.terraform_dir), initialised with the configured backend."""
-    directory = aws_settings(c).terraform_dir
-    environment = {"AWS_REGION": aws_settings(c).region, "AWS_DEFAULT_REGION": aws_settings(c).region}
-    if aws_settings(c).profile:
-        environment["AWS_PROFILE"] = aws_settings(c).profile
+    settings = aws_settings(c)
+    directory = settings.terraform_dir
+    environment = {"AWS_REGION": settings.region, "AWS_DEFAULT_REGION": settings.region}
+    if settings.profile:
+        environment["AWS_PROFILE"] = settings.profile
     try:
-        ws = Workspace(directory, terraform_bin=aws_settings(c).terraform_bin, environment=environment)
+        ws = Workspace(directory, terraform_bin=settings.terraform_bin, environment=environment)
         backend = backend_config(c)
         if backend and not _declares_s3_backend(directory):
             raise Exit(f"aws.state_bucket is set but {directory} declares no `backend \"s3\" {{}}`: add it "
@@ -74,21 +74,21 @@ def lambda_package(c):
 
 def terraform_variables(c, model_data_url, enable_ec2_training_host=False, running_instance_count=None):
     """The root module's variables from the aws settings; aws.terraform_variables adds to them (objects merge)."""
-    extra = {key: _plain(value) for key, value in dict(aws_settings(c).terraform_variables or {}).items()}
+    settings = aws_settings(c)
     variables = {
-        "name_prefix": aws_settings(c).name_prefix,
-        "region": aws_settings(c).region,
+        "name_prefix": settings.name_prefix,
+        "region": settings.region,
         "model_data_url": model_data_url,
         "lambda_package_path": str(lambda_package(c)),
         "enable_ec2_training_host": bool(enable_ec2_training_host),
-        "endpoint": {"instance_type": aws_settings(c).endpoint_instance_type},
+        "endpoint": {"instance_type": settings.endpoint_instance_type},
         "ec2_training_host": {"instance_type": ec2_settings(c).instance_type},
     }
-    if aws_settings(c).bucket:  # an existing bucket: Terraform uses it and changes nothing on it
-        variables["bucket"] = {"create": False, "name": aws_settings(c).bucket}
+    if settings.bucket:  # an existing bucket: Terraform uses it and changes nothing on it
+        variables["bucket"] = {"create": False, "name": settings.bucket}
     if running_instance_count:
         variables["endpoint_running_instance_count"] = int(running_instance_count)
-    for key, value in extra.items():
+    for key, value in settings.terraform_variables.items():   # plain dicts and lists: configuration/values.py
         if isinstance(value, dict) and isinstance(variables.get(key), dict):
             variables[key] = {**variables[key], **value}
         else:
@@ -111,15 +111,6 @@ def running_instance_count(c, ws):
     counts = [variant.get("DesiredInstanceCount") or variant.get("CurrentInstanceCount")
               for variant in endpoint.get("ProductionVariants", [])]
     return max((n for n in counts if n), default=None)
-
-
-def _plain(value):
-    """invoke's DataProxy values -> plain dicts and lists that json can write."""
-    if hasattr(value, "items"):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value
 
 
 def config_digest(c):
