@@ -43,8 +43,7 @@ def endpoint_workers(record):
                 for worker in model.get("workers", []) if worker.get("pid")}
     log = Path(record["log"]).read_text(errors="replace") if Path(record["log"]).exists() else ""
     master = record["pid"]
-    return {pid: f"worker {pid} loaded the model" in log for pid in procfs.group_processes(master)
-            if pid != master and procfs.parent_pid(pid) == master}
+    return {pid: f"worker {pid} loaded the model" in log for pid in procfs.children(master)}
 
 
 def prepare_model_archive(settings, ensure_model=None, progress=print):
