@@ -245,6 +245,12 @@ class _LintFailure(Exception):
         super().__init__(message)
         self.details = list(details)
 
+    @classmethod
+    def of(cls, step, result, extra=()):
+        """The failure of a terraform command: the step, its first error line, its last lines and `extra`."""
+        return cls(f"{step}: {_first_error_line(result.stderr or result.stdout)}",
+                   _failure_details(result) + list(extra))
+
 
 def _scratch_copy(directory, scratch):
     """A copy of the configuration: init writes .terraform/ and .terraform.lock.hcl, which must not touch what
@@ -274,8 +280,7 @@ def _init_root(binary, root, scratch, env, provider):
         (root / ".terraform.lock.hcl").unlink(missing_ok=True)
         first = _init(binary, root, env)
     if first.returncode != 0:
-        raise _LintFailure(f"terraform init: {_first_error_line(first.stderr or first.stdout)}",
-                           _failure_details(first))
+        raise _LintFailure.of("terraform init", first)
     return env, used
 
 
@@ -285,14 +290,10 @@ def _validate(binary, work, roots, env, used):
         if folder != work:
             initialized = _init(binary, folder, env)
             if initialized.returncode != 0:
-                raise _LintFailure(f"terraform init of {label}: "
-                                   f"{_first_error_line(initialized.stderr or initialized.stdout)}",
-                                   _failure_details(initialized))
+                raise _LintFailure.of(f"terraform init of {label}", initialized)
         validate = _run([str(binary), "validate", "-no-color"], cwd=folder, env=env)
         if validate.returncode != 0:
-            raise _LintFailure(f"terraform validate of {label}: "
-                               f"{_first_error_line(validate.stderr or validate.stdout)}",
-                               _failure_details(validate) + _schema_hint(validate, used))
+            raise _LintFailure.of(f"terraform validate of {label}", validate, _schema_hint(validate, used))
 
 
 def _test_counts(test, used):
