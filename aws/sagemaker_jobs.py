@@ -28,6 +28,7 @@ from aws.model_record import record_model
 from aws.session import (REPO_ROOT, aws_settings, boto_session, bucket_name, client, require_credentials, s3_prefix,
                          s3_uri, split_s3_uri, stops_with_one_line)
 from configuration.areas import DataSettings, TrainSettings, TuningSettings, load
+from configuration.values import parse_value
 from training import hyperparameters
 from training.metric_lines import SPLIT_METRICS, SPLITS, metric_pattern
 
@@ -346,14 +347,12 @@ def tuning_ranges(tuning):
 @stops_with_one_line("SageMaker tuning")
 def tune(c, max_jobs=None, parallel=None, objective=None, spot=False, assignments=()):
     """A hyperparameter tuning job over tuning_ranges; records the best training job's model.tar.gz."""
-    if objective is not None and objective not in OBJECTIVES:
-        raise Exit(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
-    flags = {"max_jobs": int(max_jobs) if max_jobs else None, "parallel": int(parallel) if parallel else None,
+    flags = {"max_jobs": max_jobs if max_jobs is None else parse_value("--max-jobs", max_jobs, int),
+             "parallel": parallel if parallel is None else parse_value("--parallel", parallel, int),
              "objective": objective}
+    # replace() runs the area's own checks: choices, minimums, parallel <= max_jobs
     tuning = dataclasses.replace(load(c, TuningSettings), **{k: v for k, v in flags.items() if v is not None})
     max_jobs, parallel = tuning.max_jobs, tuning.parallel
-    if max_jobs < 1 or parallel < 1:
-        raise Exit(f"need 1 <= --parallel <= --max-jobs, got --parallel {parallel} --max-jobs {max_jobs}")
     metric, direction = OBJECTIVES[tuning.objective]
     ranges = tuning_ranges(tuning)
     chosen = job_hyperparameters(c, assignments, tuned=[name for name in TUNED if getattr(tuning, name)])

@@ -10,6 +10,7 @@ Relative paths are resolved against the repository root, never the working direc
 """
 
 import dataclasses
+import functools
 import os
 import typing
 from dataclasses import dataclass, field
@@ -29,15 +30,30 @@ def setting(default, help, consumer, *, choices=(), minimum=None):
     return field(default=default, metadata=metadata)
 
 
+@functools.cache
+def type_hints(area):
+    """The resolved annotations of an area (typing.get_type_hints evaluates them all at every call: cached)."""
+    return typing.get_type_hints(area)
+
+
 class Area:
     """What every area does once built, by `load` or directly: relative paths become the repository root's, and
     `check` refuses a combination of values that each alone would be fine."""
 
     def __post_init__(self):
-        hints = typing.get_type_hints(type(self))
+        hints = type_hints(type(self))
         for spec in dataclasses.fields(self):
-            if hints[spec.name] is Path and not Path(getattr(self, spec.name)).is_absolute():
-                object.__setattr__(self, spec.name, REPO_ROOT / getattr(self, spec.name))
+            value = getattr(self, spec.name)
+            if hints[spec.name] is Path and not Path(value).is_absolute():
+                object.__setattr__(self, spec.name, REPO_ROOT / value)
+            # here rather than in load, so that an area made with dataclasses.replace (a task's flag over the
+            # setting) is held to the same choices and minimum
+            label = f"{setting_name(type(self), spec.name)} ({env_name(type(self), spec.name)})"
+            choices, minimum = spec.metadata.get("choices"), spec.metadata.get("minimum")
+            if choices and value not in choices:
+                raise SettingError(f"{label}: {value!r} is not one of {', '.join(choices)}")
+            if minimum is not None and value < minimum:
+                raise SettingError(f"{label}: {value!r} is below {minimum}")
         self.check()
 
     def check(self):
@@ -284,15 +300,8 @@ def _check_names(config):
 
 
 def _parse_field(area, spec, raw):
-    hints = typing.get_type_hints(area)
-    label = f"{setting_name(area, spec.name)} ({env_name(area, spec.name)})"
-    value = parse_value(label, raw, hints[spec.name])
-    choices, minimum = spec.metadata["choices"], spec.metadata["minimum"]
-    if choices and value not in choices:
-        raise SettingError(f"{label}: {value!r} is not one of {', '.join(choices)}")
-    if minimum is not None and value < minimum:
-        raise SettingError(f"{label}: {value!r} is below {minimum}")
-    return value
+    return parse_value(f"{setting_name(area, spec.name)} ({env_name(area, spec.name)})", raw,
+                       type_hints(area)[spec.name])
 
 
 def load(source, area):

@@ -50,9 +50,7 @@ def function_environment(settings):
 
 def endpoint_runtime(settings):
     """(runtime, why): which server the endpoint runs on, from local.endpoint_runtime and what is installed."""
-    wanted = settings.endpoint_runtime
-    if wanted not in ("toolkit", "builtin", "auto"):
-        raise StackError(f"local.endpoint_runtime is {wanted!r}: use toolkit, builtin or auto")
+    wanted = settings.endpoint_runtime     # one of toolkit, builtin, auto: the settings area checks it
     if wanted == "builtin":
         return "builtin", "local.endpoint_runtime is builtin"
     java = java_major_version()

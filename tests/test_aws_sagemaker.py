@@ -222,8 +222,12 @@ def test_tuning_for_accuracy_maximizes_valid_accuracy(account):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"objective": "test_loss"}, "unknown objective 'test_loss'"),
+    ({"objective": "test_loss"}, "tuning.objective (INVOKE_TUNING_OBJECTIVE): 'test_loss' is not one of "
+                                 "valid_loss, valid_accuracy"),
     ({"max_jobs": 2, "parallel": 3}, "tuning.parallel (3) is more than tuning.max_jobs (2)"),
+    ({"max_jobs": 0}, "tuning.max_jobs (INVOKE_TUNING_MAX_JOBS): 0 is below 1"),
+    ({"max_jobs": "0", "parallel": "0"}, "0 is below 1"),      # as invoke passes flags: text
+    ({"max_jobs": "many"}, "--max-jobs: 'many' is not"),
 ])
 def test_impossible_tuning_requests_stop_with_one_line(account, kwargs, message):
     c, requests, _ = account

@@ -9,6 +9,7 @@ from pathlib import Path
 import botocore.session
 import pytest
 
+from configuration.values import SettingError
 from local.errors import StackError
 from local.servers import container_environment, endpoint_runtime
 from local.settings import REPO_ROOT, LocalSettings
@@ -110,8 +111,8 @@ def test_without_java_auto_falls_back_to_builtin_and_toolkit_says_what_is_missin
     assert endpoint_runtime(LocalSettings(state_dir=tmp_path))[0] == "builtin"
     with pytest.raises(StackError, match="local.endpoint_runtime is toolkit but no Java 11 or newer"):
         endpoint_runtime(LocalSettings(state_dir=tmp_path, endpoint_runtime="toolkit"))
-    with pytest.raises(StackError, match="use toolkit, builtin or auto"):
-        endpoint_runtime(LocalSettings(state_dir=tmp_path, endpoint_runtime="docker"))
+    with pytest.raises(SettingError, match="local.endpoint_runtime .*'docker' is not one of toolkit, builtin, auto"):
+        LocalSettings(state_dir=tmp_path, endpoint_runtime="docker")
 
 
 def test_one_request_size_limit_in_the_handler_the_container_environment_and_the_local_endpoints():
