@@ -1,7 +1,8 @@
 """The bucket and roles training needs before any model exists.
 
 The first training job needs the bucket (data, code, output) and the SageMaker role, but the full deployment needs
-a model. So the first AWS task applies only the storage and IAM modules (aws.bootstrap_targets), with a placeholder
+a model. So the first AWS task applies only the storage, IAM and model registry modules (aws.bootstrap_targets: the
+model package group must exist before the first job registers its model), with a placeholder
 model URI the targeted modules never read, and later tasks read the outputs from the state. Setting
 aws.sagemaker_role_arn (and aws.bucket) skips all of this.
 """

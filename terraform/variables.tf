@@ -57,7 +57,7 @@ variable "bucket" {
 }
 
 variable "s3_prefixes" {
-  description = "Key prefixes in the bucket, each ending in '/': data (the data set), models (model archives built outside SageMaker), checkpoints (spot training), output (SageMaker training output), code (training source uploaded by the SDK), data_capture (endpoint data capture). The roles are granted access by these prefixes."
+  description = "Key prefixes in the bucket, each ending in '/': data (the data set), models (model archives built outside SageMaker), checkpoints (spot training), output (SageMaker training output), code (training source uploaded by the SDK), data_capture (endpoint data capture), mlflow (the MLflow tracking server's artifact store). The roles are granted access by these prefixes."
   type = object({
     data         = optional(string, "data/")
     models       = optional(string, "models/")
@@ -65,6 +65,7 @@ variable "s3_prefixes" {
     output       = optional(string, "output/")
     code         = optional(string, "code/")
     data_capture = optional(string, "data-capture/")
+    mlflow       = optional(string, "mlflow/")
   })
   default = {}
 
@@ -216,6 +217,20 @@ variable "ec2_training_host" {
     key_name            = optional(string)
   })
   default = {}
+}
+
+variable "mlflow_tracking_server" {
+  description = "The optional SageMaker managed MLflow tracking server that training jobs, tuning trials and the EC2 host log their runs to (artifacts under the mlflow prefix of the bucket). enabled (default false: it is billed for every hour it exists); size: Small (up to 25 users), Medium (50) or Large (100). Off, the runs stay in the project's local MLflow store."
+  type = object({
+    enabled = optional(bool, false)
+    size    = optional(string, "Small")
+  })
+  default = {}
+
+  validation {
+    condition     = contains(["Small", "Medium", "Large"], var.mlflow_tracking_server.size)
+    error_message = "mlflow_tracking_server.size must be Small, Medium or Large."
+  }
 }
 
 variable "tags" {

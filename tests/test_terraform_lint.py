@@ -17,7 +17,7 @@ from terraform import lint
 
 REPO = Path(__file__).resolve().parent.parent
 TERRAFORM = REPO / "terraform"
-MODULES = ("storage", "iam", "endpoint", "autoscaling", "lambda", "ec2_training_host")
+MODULES = ("storage", "iam", "endpoint", "autoscaling", "lambda", "ec2_training_host", "model_registry")
 
 
 @pytest.fixture(scope="module")

@@ -180,7 +180,7 @@ run "the_sagemaker_and_ec2_roles_reach_the_bucket_only_through_their_prefixes" {
   }
 }
 
-# With every optional statement on, no statement of a role grants a wildcard action, and "*" resources go only to
+# With every optional statement on (the project key, VPC access, the MLflow tracking server), no statement of a role grants a wildcard action, and "*" resources go only to
 # the actions that AWS accepts nothing narrower for.
 run "no_role_allows_a_wildcard_action_or_a_wildcard_resource_where_a_narrower_one_exists" {
   command = plan
@@ -192,6 +192,7 @@ run "no_role_allows_a_wildcard_action_or_a_wildcard_resource_where_a_narrower_on
   variables {
     kms_key_arn                 = "arn:aws:kms:us-east-1:123456789012:key/0123abcd-0123-4567-89ab-0123456789ab"
     enable_sagemaker_vpc_access = true
+    mlflow_tracking_server_name = "dog-breeds"
   }
 
   # The reviewed list: every statement of the two larger roles, its actions, the ARNs it reaches and its conditions.
@@ -199,7 +200,7 @@ run "no_role_allows_a_wildcard_action_or_a_wildcard_resource_where_a_narrower_on
   assert {
     condition = jsonencode({ for statement in data.aws_iam_policy_document.sagemaker.statement : statement.sid => [sort(statement.actions), sort(statement.resources),
       sort([for condition in statement.condition : "${condition.test} ${condition.variable} ${join(",", sort(condition.values))}"])] }) == jsonencode({
-      ListOwnPrefixes                   = [["s3:ListBucket"], ["arn:aws:s3:::dog-breeds-123456789012"], ["StringLike s3:prefix checkpoints/,checkpoints/*,code/,code/*,data/,data/*,models/,models/*,output/,output/*"]]
+      ListOwnPrefixes                   = [["s3:ListBucket"], ["arn:aws:s3:::dog-breeds-123456789012"], ["StringLike s3:prefix checkpoints/,checkpoints/*,code/,code/*,data/,data/*,mlflow/,mlflow/*,models/,models/*,output/,output/*"]]
       ReadDataCodeAndModels             = [["s3:GetObject"], ["arn:aws:s3:::dog-breeds-123456789012/checkpoints/*", "arn:aws:s3:::dog-breeds-123456789012/code/*", "arn:aws:s3:::dog-breeds-123456789012/data/*", "arn:aws:s3:::dog-breeds-123456789012/models/*", "arn:aws:s3:::dog-breeds-123456789012/output/*"], []]
       WriteOutputsCheckpointsAndCapture = [["s3:AbortMultipartUpload", "s3:PutObject"], ["arn:aws:s3:::dog-breeds-123456789012/checkpoints/*", "arn:aws:s3:::dog-breeds-123456789012/data-capture/*", "arn:aws:s3:::dog-breeds-123456789012/output/*"], []]
       PruneCheckpoints                  = [["s3:DeleteObject"], ["arn:aws:s3:::dog-breeds-123456789012/checkpoints/*"], []]
@@ -207,6 +208,8 @@ run "no_role_allows_a_wildcard_action_or_a_wildcard_resource_where_a_narrower_on
       EcrLogin                          = [["ecr:GetAuthorizationToken"], ["*"], []]
       OwnLogs                           = [["logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"], ["arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/Dog-Breeds", "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/Dog-Breeds:*", "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/TrainingJobs", "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/TrainingJobs:*"], []]
       OwnMetrics                        = [["cloudwatch:PutMetricData"], ["*"], ["StringLike cloudwatch:namespace /aws/sagemaker/*"]]
+      LogToTrackingServer               = [["sagemaker-mlflow:CreateExperiment", "sagemaker-mlflow:CreateRun", "sagemaker-mlflow:FinalizeLoggedModel", "sagemaker-mlflow:GetExperiment", "sagemaker-mlflow:GetExperimentByName", "sagemaker-mlflow:GetLoggedModel", "sagemaker-mlflow:GetMetricHistory", "sagemaker-mlflow:GetRun", "sagemaker-mlflow:ListArtifacts", "sagemaker-mlflow:ListLoggedModelArtifacts", "sagemaker-mlflow:LogBatch", "sagemaker-mlflow:LogInputs", "sagemaker-mlflow:LogLoggedModelParams", "sagemaker-mlflow:LogMetric", "sagemaker-mlflow:LogModel", "sagemaker-mlflow:LogOutputs", "sagemaker-mlflow:LogParam", "sagemaker-mlflow:SearchExperiments", "sagemaker-mlflow:SearchRuns", "sagemaker-mlflow:SetExperimentTag", "sagemaker-mlflow:SetLoggedModelTags", "sagemaker-mlflow:SetTag", "sagemaker-mlflow:UpdateRun"], ["arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/dog-breeds"], []]
+      WriteTrackingArtifacts            = [["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"], ["arn:aws:s3:::dog-breeds-123456789012/mlflow/*"], []]
       UseProjectKey                     = [["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey"], ["arn:aws:kms:us-east-1:123456789012:key/0123abcd-0123-4567-89ab-0123456789ab"], []]
       DescribeVpc                       = [["ec2:DescribeDhcpOptions", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets", "ec2:DescribeVpcs"], ["*"], []]
       ManageJobNetworkInterfaces        = [["ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission"], ["arn:aws:ec2:us-east-1:123456789012:network-interface/*", "arn:aws:ec2:us-east-1:123456789012:security-group/*", "arn:aws:ec2:us-east-1:123456789012:subnet/*"], []]
@@ -217,10 +220,12 @@ run "no_role_allows_a_wildcard_action_or_a_wildcard_resource_where_a_narrower_on
   assert {
     condition = jsonencode({ for statement in data.aws_iam_policy_document.ec2_training.statement : statement.sid => [sort(statement.actions), sort(statement.resources),
       sort([for condition in statement.condition : "${condition.test} ${condition.variable} ${join(",", sort(condition.values))}"])] }) == jsonencode({
-      ListDataAndModels      = [["s3:ListBucket"], ["arn:aws:s3:::dog-breeds-123456789012"], ["StringLike s3:prefix data/,data/*,models/,models/*"]]
+      ListDataAndModels      = [["s3:ListBucket"], ["arn:aws:s3:::dog-breeds-123456789012"], ["StringLike s3:prefix data/,data/*,mlflow/,mlflow/*,models/,models/*"]]
       ReadWriteDataAndModels = [["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"], ["arn:aws:s3:::dog-breeds-123456789012/data/*", "arn:aws:s3:::dog-breeds-123456789012/models/*"], []]
       WriteOwnLogGroup       = [["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"], ["arn:aws:logs:us-east-1:123456789012:log-group:/dog-breeds/ec2-training", "arn:aws:logs:us-east-1:123456789012:log-group:/dog-breeds/ec2-training:*"], []]
       FindOwnLogGroup        = [["logs:DescribeLogGroups"], ["arn:aws:logs:us-east-1:123456789012:log-group:*"], []]
+      LogToTrackingServer    = [["sagemaker-mlflow:CreateExperiment", "sagemaker-mlflow:CreateRun", "sagemaker-mlflow:FinalizeLoggedModel", "sagemaker-mlflow:GetExperiment", "sagemaker-mlflow:GetExperimentByName", "sagemaker-mlflow:GetLoggedModel", "sagemaker-mlflow:GetMetricHistory", "sagemaker-mlflow:GetRun", "sagemaker-mlflow:ListArtifacts", "sagemaker-mlflow:ListLoggedModelArtifacts", "sagemaker-mlflow:LogBatch", "sagemaker-mlflow:LogInputs", "sagemaker-mlflow:LogLoggedModelParams", "sagemaker-mlflow:LogMetric", "sagemaker-mlflow:LogModel", "sagemaker-mlflow:LogOutputs", "sagemaker-mlflow:LogParam", "sagemaker-mlflow:SearchExperiments", "sagemaker-mlflow:SearchRuns", "sagemaker-mlflow:SetExperimentTag", "sagemaker-mlflow:SetLoggedModelTags", "sagemaker-mlflow:SetTag", "sagemaker-mlflow:UpdateRun"], ["arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/dog-breeds"], []]
+      WriteTrackingArtifacts = [["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"], ["arn:aws:s3:::dog-breeds-123456789012/mlflow/*"], []]
       UseProjectKey          = [["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey"], ["arn:aws:kms:us-east-1:123456789012:key/0123abcd-0123-4567-89ab-0123456789ab"], []]
     })
     error_message = "The EC2 training host role's grants differ from the reviewed list."
@@ -246,5 +251,56 @@ run "no_role_allows_a_wildcard_action_or_a_wildcard_resource_where_a_narrower_on
   assert {
     condition     = aws_iam_role_policy_attachment.ec2_training_ssm_core.policy_arn == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
     error_message = "The one managed policy is Systems Manager's minimal instance policy, not a FullAccess or admin policy."
+  }
+}
+
+run "without_a_tracking_server_no_role_may_reach_mlflow_or_its_artifacts" {
+  command = plan
+
+  module {
+    source = "./modules/iam"
+  }
+
+  assert {
+    condition = length(flatten([for document in [data.aws_iam_policy_document.sagemaker, data.aws_iam_policy_document.lambda, data.aws_iam_policy_document.ec2_training] : [
+      for statement in document.statement : [
+        for grant in flatten([tolist(statement.actions), tolist(statement.resources), [for condition in statement.condition : tolist(condition.values)]]) : grant
+        if startswith(grant, "sagemaker-mlflow:") || strcontains(grant, "mlflow")
+      ]
+    ]])) == 0 && output.mlflow_tracking_server_arn == null
+    error_message = "With the tracking server off (the default) no role may call MLflow or reach the mlflow/ prefix."
+  }
+}
+
+run "with_a_tracking_server_the_training_roles_log_to_that_server_only" {
+  command = plan
+
+  module {
+    source = "./modules/iam"
+  }
+
+  variables {
+    mlflow_tracking_server_name = "dog-breeds"
+  }
+
+  assert {
+    condition = alltrue([for document in [data.aws_iam_policy_document.sagemaker, data.aws_iam_policy_document.ec2_training] :
+      toset(flatten([for statement in document.statement : statement.resources if anytrue([for action in statement.actions : startswith(action, "sagemaker-mlflow:")])]))
+      == toset(["arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/dog-breeds"])
+    ]) && output.mlflow_tracking_server_arn == "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/dog-breeds"
+    error_message = "The SageMaker and EC2 training roles may call MLflow on this one tracking server's ARN and nowhere else."
+  }
+
+  assert {
+    condition = alltrue(flatten([for document in [data.aws_iam_policy_document.sagemaker, data.aws_iam_policy_document.ec2_training] : [
+      for statement in document.statement : [for action in statement.actions : !can(regex("^sagemaker-mlflow:(Delete|Rename|Restore|Transition|CreateRegistered|CreateModelVersion|AccessUI)", action))]
+    ]]))
+    error_message = "A training run logs; it deletes, restores, renames and registers nothing in MLflow."
+  }
+
+  assert {
+    condition = length([for statement in data.aws_iam_policy_document.lambda.statement : statement
+    if anytrue([for action in statement.actions : startswith(action, "sagemaker-mlflow:")])]) == 0
+    error_message = "The Lambda role never reaches the tracking server."
   }
 }

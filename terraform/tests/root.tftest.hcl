@@ -104,6 +104,11 @@ run "defaults" {
     condition     = output.ec2_log_group_name == "/dog-breeds/ec2-training" && output.s3_uris.models == "s3://dog-breeds-123456789012/models/"
     error_message = "The training host's log group and the bucket's prefixes are named after name_prefix."
   }
+
+  assert {
+    condition     = output.model_package_group_name == "dog-breeds" && output.mlflow_tracking_server_arn == "" && output.mlflow_tracking_server_url == ""
+    error_message = "The model package group is named name_prefix; the MLflow tracking server is off by default (its outputs empty)."
+  }
 }
 
 run "new_model_gets_new_configuration" {
@@ -194,6 +199,39 @@ run "ec2_training_host_torn_down_keeps_its_logs" {
     condition     = output.ec2_log_group_arn == run.ec2_training_host_on.ec2_log_group_arn
     error_message = "The teardown must keep the host's log group (the same one, not a new one)."
   }
+}
+
+# What the first AWS task does before any model exists (aws.bootstrap_targets): the registry comes with the bucket
+# and the roles, so the first training job can register its model.
+run "the_bootstrap_targets_create_the_model_registry_without_a_model" {
+  variables {
+    model_data_url         = "s3://dog-breeds-123456789012/bootstrap/placeholder/model.tar.gz"
+    mlflow_tracking_server = { enabled = true }
+  }
+
+  plan_options {
+    target = [module.storage, module.iam, module.model_registry]
+  }
+
+  assert {
+    condition     = output.model_package_group_name == "dog-breeds" && output.mlflow_tracking_server_arn != "" && output.mlflow_tracking_server_url != ""
+    error_message = "The targeted apply must create the model package group and, when enabled, the tracking server."
+  }
+
+  assert {
+    condition     = output.s3_uris.mlflow == "s3://dog-breeds-123456789012/mlflow/"
+    error_message = "The tracking server's artifact store prefix is part of the bucket's prefixes."
+  }
+}
+
+run "rejects_a_tracking_server_size_sagemaker_does_not_offer" {
+  command = plan
+
+  variables {
+    mlflow_tracking_server = { enabled = true, size = "XLarge" }
+  }
+
+  expect_failures = [var.mlflow_tracking_server]
 }
 
 run "rejects_a_model_url_that_is_not_an_s3_archive" {

@@ -16,6 +16,12 @@ locals {
   # SageMaker ARNs carry the resource name in lower case.
   endpoint_arn = "arn:${local.partition}:sagemaker:${local.region}:${local.account}:endpoint/${lower(var.endpoint_name)}"
 
+  # Known at plan time (the name is an input), like the endpoint's: the policies show the one server they reach.
+  tracking_server_enabled = var.mlflow_tracking_server_name != null
+  tracking_server_arn     = local.tracking_server_enabled ? "arn:${local.partition}:sagemaker:${local.region}:${local.account}:mlflow-tracking-server/${var.mlflow_tracking_server_name}" : null
+  # The MLflow client writes a run's artifacts straight to the server's artifact store, not through the server.
+  tracking_prefixes = local.tracking_server_enabled ? [var.s3_prefixes.mlflow] : []
+
   lambda_log_group_arn   = "${local.log_arn}:${var.lambda_log_group_name}"
   ec2_log_group_arn      = "${local.log_arn}:${var.ec2_log_group_name}"
   training_log_group_arn = "${local.log_arn}:/aws/sagemaker/TrainingJobs"
@@ -26,8 +32,36 @@ locals {
   objects = { for name, prefix in var.s3_prefixes : name => "${var.bucket_arn}/${prefix}*" }
 
   # ListBucket is a bucket-level action: it is narrowed to the prefixes with the s3:prefix condition.
-  sagemaker_list_prefixes = [for name in ["data", "models", "output", "checkpoints", "code"] : var.s3_prefixes[name]]
-  ec2_list_prefixes       = [var.s3_prefixes.data, var.s3_prefixes.models]
+  sagemaker_list_prefixes = concat([for name in ["data", "models", "output", "checkpoints", "code"] : var.s3_prefixes[name]], local.tracking_prefixes)
+  ec2_list_prefixes       = concat([var.s3_prefixes.data, var.s3_prefixes.models], local.tracking_prefixes)
+
+  # What an MLflow client does for a training run: find or create its experiment, create and update the run, log
+  # params, metrics, tags, inputs and models. Nothing that deletes, renames or registers.
+  tracking_actions = [
+    "sagemaker-mlflow:CreateExperiment",
+    "sagemaker-mlflow:CreateRun",
+    "sagemaker-mlflow:FinalizeLoggedModel",
+    "sagemaker-mlflow:GetExperiment",
+    "sagemaker-mlflow:GetExperimentByName",
+    "sagemaker-mlflow:GetLoggedModel",
+    "sagemaker-mlflow:GetMetricHistory",
+    "sagemaker-mlflow:GetRun",
+    "sagemaker-mlflow:ListArtifacts",
+    "sagemaker-mlflow:ListLoggedModelArtifacts",
+    "sagemaker-mlflow:LogBatch",
+    "sagemaker-mlflow:LogInputs",
+    "sagemaker-mlflow:LogLoggedModelParams",
+    "sagemaker-mlflow:LogMetric",
+    "sagemaker-mlflow:LogModel",
+    "sagemaker-mlflow:LogOutputs",
+    "sagemaker-mlflow:LogParam",
+    "sagemaker-mlflow:SearchExperiments",
+    "sagemaker-mlflow:SearchRuns",
+    "sagemaker-mlflow:SetExperimentTag",
+    "sagemaker-mlflow:SetLoggedModelTags",
+    "sagemaker-mlflow:SetTag",
+    "sagemaker-mlflow:UpdateRun",
+  ]
 }
 
 ################################################################################
@@ -140,6 +174,26 @@ data "aws_iam_policy_document" "sagemaker" {
     content {
       sid       = "UseProjectKey"
       actions   = ["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey"]
+      resources = [statement.value]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.tracking_server_enabled ? [local.tracking_server_arn] : []
+
+    content {
+      sid       = "LogToTrackingServer"
+      actions   = local.tracking_actions
+      resources = [statement.value]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.tracking_server_enabled ? [local.objects.mlflow] : []
+
+    content {
+      sid       = "WriteTrackingArtifacts"
+      actions   = ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"]
       resources = [statement.value]
     }
   }
@@ -287,6 +341,26 @@ data "aws_iam_policy_document" "ec2_training" {
     sid       = "FindOwnLogGroup"
     actions   = ["logs:DescribeLogGroups"]
     resources = ["${local.log_arn}:*"]
+  }
+
+  dynamic "statement" {
+    for_each = local.tracking_server_enabled ? [local.tracking_server_arn] : []
+
+    content {
+      sid       = "LogToTrackingServer"
+      actions   = local.tracking_actions
+      resources = [statement.value]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.tracking_server_enabled ? [local.objects.mlflow] : []
+
+    content {
+      sid       = "WriteTrackingArtifacts"
+      actions   = ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"]
+      resources = [statement.value]
+    }
   }
 
   dynamic "statement" {

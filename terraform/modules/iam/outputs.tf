@@ -46,3 +46,8 @@ output "endpoint_arn" {
   description = "ARN of the endpoint the Lambda role may invoke (computed from its name, so it is known before the endpoint exists)."
   value       = local.endpoint_arn
 }
+
+output "mlflow_tracking_server_arn" {
+  description = "ARN of the MLflow tracking server the training roles may log to (computed from its name), or null when there is none."
+  value       = local.tracking_server_arn
+}

@@ -19,7 +19,7 @@ variable "bucket_arn" {
 }
 
 variable "s3_prefixes" {
-  description = "Key prefixes in the bucket (each ending in '/'): data/ (data set), models/ (model artifacts built outside SageMaker), checkpoints/ (spot training), output/ (SageMaker training output, including model.tar.gz), code/ (training source uploaded by the SDK), data_capture/ (endpoint data capture)."
+  description = "Key prefixes in the bucket (each ending in '/'): data/ (data set), models/ (model artifacts built outside SageMaker), checkpoints/ (spot training), output/ (SageMaker training output, including model.tar.gz), code/ (training source uploaded by the SDK), data_capture/ (endpoint data capture), mlflow/ (the MLflow tracking server's artifact store)."
   type = object({
     data         = optional(string, "data/")
     models       = optional(string, "models/")
@@ -27,6 +27,7 @@ variable "s3_prefixes" {
     output       = optional(string, "output/")
     code         = optional(string, "code/")
     data_capture = optional(string, "data-capture/")
+    mlflow       = optional(string, "mlflow/")
   })
   default = {}
 
@@ -71,6 +72,17 @@ variable "enable_sagemaker_vpc_access" {
   description = "Let the SageMaker role create and delete the network interfaces that training jobs and endpoints need inside a VPC. Only needed when they run in your subnets."
   type        = bool
   default     = false
+}
+
+variable "mlflow_tracking_server_name" {
+  description = "Name of the SageMaker managed MLflow tracking server the SageMaker and EC2 training roles may log runs to (its ARN only), with read/write of the mlflow/ prefix where the MLflow client puts a run's artifacts. Null (default): no tracking server, no such grant. The server need not exist yet."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.mlflow_tracking_server_name == null || can(regex("^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}$", coalesce(var.mlflow_tracking_server_name, "x")))
+    error_message = "mlflow_tracking_server_name must be letters, digits and hyphens (SageMaker's rule), or null."
+  }
 }
 
 variable "tags" {
