@@ -17,8 +17,8 @@ from torchvision.transforms.functional import pil_to_tensor
 import preprocessing
 from training import train
 from training.decoded_images import stored_side
-from training_testlib import (TRAIN_SCRIPT, assert_same_history, history, run_two_processes,
-                              sigterm_after_first_epoch, tiny_args)
+from training_testlib import (TRAIN_SCRIPT, assert_report_is_what_the_model_scores, assert_same_history, history,
+                              run_two_processes, sigterm_after_first_epoch, tiny_args)
 
 
 def smooth_picture(width, height):
@@ -138,6 +138,7 @@ def test_two_torchrun_processes_each_decode_and_train_on_their_half(tiny_image_f
     assert report["world_size"] == 2
     assert report["train_samples_per_rank"] == [12, 12]          # 24 training images, half each
     assert "images decoded into cpu memory" in result.stdout and "train 12," in result.stdout
+    assert assert_report_is_what_the_model_scores(tmp_path, tiny_image_folder)["images"] == 12    # both halves
 
 
 def test_unreadable_images_are_reported_and_left_out_of_memory(tiny_image_folder, tmp_path, capsys):

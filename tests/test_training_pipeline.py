@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from training import train
@@ -23,8 +23,8 @@ from training.metric_lines import SPLITS, metric_pattern
 from training.model_archive import build_model_archive
 from training.shared_memory_gradients import host_supports_polling
 from training.training_curve import curve_figure
-from training_testlib import (TRAIN_SCRIPT, assert_same_history, history, run_script, run_two_processes,
-                              sigterm_after_first_epoch, tiny_args)
+from training_testlib import (TRAIN_SCRIPT, assert_report_is_what_the_model_scores, assert_same_history, history,
+                              run_script, run_two_processes, serving_scores, sigterm_after_first_epoch, tiny_args)
 
 
 # --- the model directory --------------------------------------------------------------------------------------
@@ -46,24 +46,12 @@ def test_model_directory_holds_weights_cleaned_class_names_config_and_code(train
 
 def test_the_recorded_test_metrics_are_what_the_saved_weights_score_through_the_serving_preprocessing(
         trained_model_dir, tiny_image_folder):
-    from image_decoding import decode_image
-    import preprocessing
-
     config = json.loads((trained_model_dir / "model_config.json").read_text())
-    model = build_model(config["arch"], config["num_classes"], weights="none")
-    model.load_state_dict(torch.load(trained_model_dir / "model.pth", weights_only=True))
-    images, labels = [], []
-    for label, folder in enumerate(sorted((tiny_image_folder / "test").iterdir())):
-        for path in sorted(folder.iterdir()):
-            picture = decode_image(path.read_bytes(), preprocessing.decode_side(config["image_size"]))
-            images.append(preprocessing.eval_transform(config["image_size"])(picture))
-            labels.append(label)
-    with torch.inference_mode():
-        logits = model.eval()(torch.stack(images))
-    labels = torch.tensor(labels)
-    accuracy = (logits.argmax(dim=1) == labels).double().mean().item()
+    probabilities, labels, _ = serving_scores(trained_model_dir, tiny_image_folder)
+    accuracy = (probabilities.argmax(axis=1) == labels).mean()
+    loss = -np.log(probabilities[np.arange(len(labels)), labels]).mean()
     assert accuracy == pytest.approx(config["metrics"]["test_accuracy"])
-    assert F.cross_entropy(logits, labels).item() == pytest.approx(config["metrics"]["test_loss"], rel=1e-4)
+    assert loss == pytest.approx(config["metrics"]["test_loss"], rel=1e-4)
 
 
 def test_model_archive_has_the_directory_at_top_level_and_is_reproducible(trained_model_dir, tmp_path):
@@ -134,6 +122,7 @@ def test_head_mode_freezes_the_backbone_and_reuses_cached_features(tiny_image_fo
     out = capsys.readouterr().out
     assert out.count("features loaded from cache") == 3      # train, valid and test
     assert_same_history(second["history"], first["history"])
+    assert_report_is_what_the_model_scores(tmp_path, tiny_image_folder)     # from the cached test features
 
 
 # --- interruption, resume, checkpoints -------------------------------------------------------------------------
@@ -228,6 +217,10 @@ def test_two_torchrun_processes_each_train_on_half_and_learn_as_well_as_one_proc
     # images a rank, as a batch of 4 would give, they are too noisy to learn from in so short a run.)
     assert single["valid_accuracy"] >= 0.9 and both["valid_accuracy"] >= 0.9
     assert abs(both["valid_accuracy"] - single["valid_accuracy"]) <= 0.1          # 24 images: 2 may differ
+    # one evaluation report, of both ranks' halves of the test split, as one process scores the same weights
+    assert result.stdout.count("evaluation report written") == 1
+    for work in (tmp_path / "one", tmp_path / "two"):
+        assert assert_report_is_what_the_model_scores(work, learnable_image_folder)["images"] == 24
 
 
 def test_a_sigterm_that_reaches_one_torchrun_rank_at_an_epochs_end_stops_every_rank_there(tiny_image_folder,

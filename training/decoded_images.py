@@ -79,10 +79,11 @@ def _collate(batch):
 
 
 class DecodedImages:
-    """One split's shard in memory: uint8 `images`, `source_sizes` (width, height; training only), `labels`."""
+    """One split's shard in memory: uint8 `images`, `source_sizes` (width, height; training only), `labels`, and
+    `indices`, each image's index in the split (on the CPU)."""
 
-    def __init__(self, images, source_sizes, labels):
-        self.images, self.source_sizes, self.labels = images, source_sizes, labels
+    def __init__(self, images, source_sizes, labels, indices):
+        self.images, self.source_sizes, self.labels, self.indices = images, source_sizes, labels, indices
 
     def __len__(self):
         return len(self.labels)
@@ -97,16 +98,18 @@ def decode_shard(samples, indices, *, image_size, for_training, num_workers, dev
     labels = torch.empty(len(indices), dtype=torch.long, device=device)
     loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=num_workers, collate_fn=_collate,
                                          pin_memory=device.type == "cuda")
-    kept = 0
+    kept, kept_indices = 0, []
     for batch in tqdm(loader, desc=progress_label, disable=progress_label is None, leave=False):
         if should_stop():
             raise TrainingInterrupted("stopped while decoding images")
         if batch is None:
             continue
-        batch_images, batch_sizes, batch_labels, _ = batch
+        batch_images, batch_sizes, batch_labels, batch_indices = batch
         count = len(batch_labels)
         images[kept:kept + count].copy_(batch_images, non_blocking=True)
         sizes[kept:kept + count].copy_(batch_sizes, non_blocking=True)
         labels[kept:kept + count].copy_(batch_labels, non_blocking=True)
+        kept_indices.append(batch_indices)
         kept += count
-    return DecodedImages(images[:kept], sizes[:kept], labels[:kept])
+    indices = torch.cat(kept_indices) if kept_indices else torch.empty(0, dtype=torch.long)
+    return DecodedImages(images[:kept], sizes[:kept], labels[:kept], indices)

@@ -49,6 +49,13 @@ class Distributed:
             dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return tensor.item()
 
+    def broadcast_buffers(self, module):
+        """Give every rank rank 0's buffers of `module`. Batch norm's running statistics differ between ranks: DDP
+        broadcasts rank 0's before each training step, then every rank updates its copy from its own batch."""
+        if self.enabled:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
+
     def gather(self, obj):
         """List of `obj` from every rank, in rank order (on every rank)."""
         if not self.enabled:

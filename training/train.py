@@ -3,8 +3,9 @@
     python training/train.py --data data/dogImages --arch resnet50 --weights imagenet --mode head
     torchrun --standalone --nproc-per-node 2 training/train.py --data data/synthetic --preset synthetic-cpu
 
-Writes the model directory (model.pth, model_config.json, code/), metrics.json and training_curve.png in the
-output directory, and a checkpoint every epoch (a run that finds one resumes from it; SIGTERM saves one).
+Writes the model directory (model.pth, model_config.json, code/), and in the output directory metrics.json,
+training_curve.png and the evaluation report on the test split (evaluation/); a checkpoint every epoch (a run
+that finds one resumes from it; SIGTERM saves one).
 
 The shape of torchvision's reference script: `get_args_parser()`, `main(args)`, and an epoch loop of train,
 evaluate, checkpoint. The ways to train are in trainers.py behind one interface, the state that checkpoints
@@ -38,6 +39,7 @@ from training.checkpointing import (CheckpointMismatch, TrainingInterrupted, Tra
                                     read_checkpoint, remove_checkpoints)
 from training.decoded_images import fits_in_memory, stored_bytes  # noqa: E402
 from training.distributed_env import setup_distributed, setup_logging, teardown_distributed  # noqa: E402
+from training.evaluation_report import predict_test_split, write_evaluation_report  # noqa: E402
 from training.imagefolder_data import DataError, scan_data  # noqa: E402
 from training.metric_lines import SPLITS, epoch_line, flat_metrics  # noqa: E402
 from training.model_archive import build_model_archive, write_model_dir  # noqa: E402
@@ -305,9 +307,11 @@ def _train_and_evaluate_epoch(run, trainer, state):
 
 
 def _write_results(run, trainer, state, started):
-    """The best epoch's model directory (and archive), metrics.json and the training curve; the report."""
+    """The best epoch's model directory (and archive), the evaluation report, metrics.json and the training
+    curve."""
     args, env = run.args, run.env
     best = state.load_best()
+    predictions = predict_test_split(trainer, run.data, env)      # every rank's test shard, on rank 0
     final = {"best_epoch": state.best_epoch, "epochs_run": state.epoch,
              **{k: v for k, v in best.items() if k.split("_")[0] in SPLITS}}
     log.info("best_epoch=%d %s", state.best_epoch,
@@ -319,6 +323,8 @@ def _write_results(run, trainer, state, started):
     if env.is_main:
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
+        if predictions is not None:
+            report["evaluation"] = write_evaluation_report(output_dir, predictions, run.data, args.image_size)
         (output_dir / "metrics.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         write_training_curve(state.history, output_dir / "training_curve.png")
         config = write_model_dir(args.model_dir, run.model, arch=args.arch, class_names=run.data.class_names,

@@ -202,7 +202,8 @@ class Trainer(abc.ABC):
 
     @abc.abstractmethod
     def eval_batches(self, split):
-        """(inputs, labels) of this rank's shard of `split`, on the device, in batches."""
+        """(inputs, labels, sample indices into `split`) of this rank's shard of `split`, on the device, in
+        batches."""
 
     def eval_context(self):
         """What evaluation runs under: autocast on a GPU."""
@@ -214,9 +215,24 @@ class Trainer(abc.ABC):
         self.model.eval()
         sums = Sums()
         with self.eval_context():
-            for inputs, labels in self.eval_batches(split):
+            for inputs, labels, _ in self.eval_batches(split):
                 sums.add(self.model(inputs), labels)
         return sums.metrics(self.run.env, self.run.device)
+
+    @torch.inference_mode()
+    def predict(self, split):
+        """(logits, labels, sample indices) of this rank's shard of `split`, on the CPU: the outputs `evaluate`
+        scores, on the inputs it scores them on (the eval transform's, as serving makes them)."""
+        self.model.eval()
+        logits, labels, indices = [], [], []
+        with self.eval_context():
+            for batch_inputs, batch_labels, batch_indices in self.eval_batches(split):
+                logits.append(self.model(batch_inputs).float().cpu())
+                labels.append(batch_labels.cpu())
+                indices.append(batch_indices.cpu())
+        if not logits:
+            return torch.empty(0, 0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+        return torch.cat(logits), torch.cat(labels), torch.cat(indices)
 
     def figures(self):
         """Timings of the trainer's own preparation, for metrics.json."""
@@ -280,8 +296,8 @@ class FinetuneTrainer(Trainer):
         run, dataset = self.run, self.eval_sets[split]
         for batch in run.loader(dataset, run.shard(len(dataset))):
             if batch is not None:
-                images, labels, _ = batch
-                yield run.layout(images.to(run.device, non_blocking=True)), labels.to(run.device)
+                images, labels, indices = batch
+                yield run.layout(images.to(run.device, non_blocking=True)), labels.to(run.device), indices
 
 
 class ShardTrainer(Trainer):
@@ -357,7 +373,8 @@ class InMemoryFinetuneTrainer(ShardTrainer):
         stored = self.stored[split]
         for start in range(0, len(stored), self.EVAL_BATCH):
             end = start + self.EVAL_BATCH
-            yield self.run.layout(preprocessing.normalize_batch(stored.images[start:end])), stored.labels[start:end]
+            yield (self.run.layout(preprocessing.normalize_batch(stored.images[start:end])), stored.labels[start:end],
+                   stored.indices[start:end])
 
     def figures(self):
         return {"image_decode_seconds": round(self.decode_seconds, 3)}
@@ -394,7 +411,8 @@ class HeadTrainer(ShardTrainer):
         super().__init__(run, head, data_parallel(head, run.env, run.device), len(self.features["train"][1]))
 
     def _features(self, run, split_name, split, identity):
-        """(features, labels) of this rank's shard of `split`, on the device: from the cache, else computed."""
+        """(features, labels, sample indices) of this rank's shard of `split`, the first two on the device: from
+        the cache, else computed."""
         args = run.args
         cache_dir = args.feature_cache_dir or os.path.join(args.checkpoint_dir, "features")
         files = [entry for entry in identity["files"] if entry[0] == split_name]
@@ -410,22 +428,23 @@ class HeadTrainer(ShardTrainer):
                 should_stop=lambda: run.stop.requested,
                 progress_label=f"{split_name} features" if run.show_progress else None)
 
-        features, labels, _, _ = cached_features(cache_dir, key, split_name, run.env.rank, run.env.world_size,
-                                                 compute)
-        return features.to(run.device), labels.to(run.device)
+        features, labels, indices, _ = cached_features(cache_dir, key, split_name, run.env.rank,
+                                                       run.env.world_size, compute)
+        return features.to(run.device), labels.to(run.device), indices
 
     def train_epoch(self, epoch, optimizer, start_batch, sums):
         with one_thread(self.run.device.type == "cpu"):
             self.network.train()
-            features, labels = self.features["train"]
+            features, labels, _ = self.features["train"]
             for _, picked in self.shard_batches(epoch, start_batch, sums):
                 _step(optimizer, self.network(features[picked]), labels[picked], sums)
         return sums
 
     def eval_batches(self, split):
-        features, labels = self.features[split]
+        features, labels, indices = self.features[split]
         for start in range(0, len(labels), self.EVAL_BATCH):
-            yield features[start:start + self.EVAL_BATCH], labels[start:start + self.EVAL_BATCH]
+            end = start + self.EVAL_BATCH
+            yield features[start:end], labels[start:end], indices[start:end]
 
     def eval_context(self):
         """The head on cached features: no autocast (it never had it), one thread on a CPU."""

@@ -1,12 +1,12 @@
 """The training-curve PNG: loss and top-1 accuracy per epoch for train, valid and test, drawn with matplotlib.
 
-matplotlib is in requirements.txt and in SageMaker's PyTorch training images (their SageMaker stage installs
-seaborn, which needs it). Where it is missing (a bare EC2 host), training still ends with its model and metrics,
-and a warning says why there is no curve.
+Where matplotlib is missing (training/figures.py), training still ends with its model and metrics, and a warning
+says why there is no curve.
 """
 
 import logging
 
+from training.figures import matplotlib_agg, write_png
 from training.metric_lines import SPLITS, metric_key
 
 log = logging.getLogger("train")
@@ -15,17 +15,9 @@ PANELS = (("loss", "mean cross-entropy"), ("accuracy", "top-1 accuracy"))
 SIZE_INCHES, DPI = (8.8, 3.2), 100
 
 
-def _agg():
-    """matplotlib's Figure and Agg canvas (not pyplot: no backend selection, no global figure state), imported when
-    a curve is drawn: the import takes most of a second, and only rank 0 draws, once, at the end."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    return Figure, FigureCanvasAgg
-
-
 def curve_figure(history):
     """A matplotlib Figure of `history` (metrics.json's rows): one panel per metric, one line per split."""
-    Figure, _ = _agg()
+    Figure, _ = matplotlib_agg()
     figure = Figure(figsize=SIZE_INCHES, dpi=DPI)
     figure.subplots_adjust(left=0.06, right=0.99, bottom=0.14, top=0.9, wspace=0.15)
     epochs = [row["epoch"] for row in history]
@@ -44,9 +36,8 @@ def curve_figure(history):
 def write_training_curve(history, path):
     """Write the curve of `history` as a PNG at `path`; the path, or None when matplotlib is not installed."""
     try:
-        _, FigureCanvasAgg = _agg()
+        matplotlib_agg()
     except ImportError as error:
         log.warning("no training curve: matplotlib is not installed (%s); metrics.json has the same figures", error)
         return None
-    FigureCanvasAgg(curve_figure(history)).print_png(str(path))
-    return path
+    return write_png(curve_figure(history), path)
