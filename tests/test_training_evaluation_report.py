@@ -2,7 +2,9 @@
 scores through the serving preprocessing, and its figures are PNGs drawn from those numbers."""
 
 import json
+import logging
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +13,8 @@ from PIL import Image
 from training import train
 from training.evaluation_report import (Predictions, calibration, confusion_matrix, misclassified,
                                         misclassified_figure, misclassified_pictures, per_class_accuracy,
-                                        worst_classes)
+                                        worst_classes, write_evaluation_report)
+from training.imagefolder_data import scan_data
 from training_testlib import assert_report_is_what_the_model_scores, tiny_args
 
 FIGURES = ("confusion_matrix.png", "per_class_accuracy.png", "reliability_diagram.png", "misclassified.png")
@@ -126,3 +129,23 @@ def test_the_misclassified_grid_shows_only_wrong_predictions_the_most_confident_
     assert titles == ["true: Red circle\npredicted: Green square (88%)"]
     assert pictures[0].size == (224, 224)
     assert misclassified_figure(pictures, titles).texts[1].get_text() == titles[0]
+
+
+def test_without_matplotlib_the_report_has_its_numbers_and_a_warning_instead_of_figures(tiny_image_folder, tmp_path,
+                                                                                         monkeypatch, caplog):
+    for module in ("matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, module, None)       # what an import of a missing package meets
+    data = scan_data(tiny_image_folder)
+    labels = [label for _, label in data.splits["test"].samples]
+    predictions = _predictions([[0.8, 0.1, 0.1]] * len(labels), labels)      # always the first class
+    logger = logging.getLogger("train")      # train.py's logging setup stops it propagating to caplog's root
+    logger.addHandler(caplog.handler)
+    try:
+        summary = write_evaluation_report(tmp_path, predictions, data, image_size=32)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "evaluation report without figures: matplotlib is not installed" in caplog.text
+    assert sorted(path.name for path in (tmp_path / "evaluation").iterdir()) == ["report.json"]
+    assert summary["test_accuracy"] == pytest.approx(1 / 3, abs=1e-6)
+    assert summary["expected_calibration_error"] == pytest.approx(0.8 - 1 / 3, abs=1e-6)
+    assert [row["class"] for row in summary["worst_classes"]] == ["Green square", "Blue triangle", "Red circle"]
