@@ -95,6 +95,22 @@ def destroy(c, target=None):
     return _commands(c, target).destroy(c)
 
 
+@task(help={"target": "local (the MLflow registry) or aws (the SageMaker Model Registry); default: target in "
+                      "invoke.yaml"})
+def models(c, target=None):
+    """List the registered model versions, newest first: metrics, data, source, approval and who approved."""
+    return _commands(c, target).models(c)
+
+
+@task(help={"version": "the version number `invoke models` lists",
+            "reject": "reject the version instead of approving it",
+            "reason": "why (recorded with who approved or rejected it)",
+            "target": "local or aws (default: target in invoke.yaml)"})
+def approve(c, version, reject=False, reason="", target=None):
+    """Approve a model version (or --reject it), recording who and why; `invoke plan` deploys approved ones."""
+    return _commands(c, target).approve(c, version, reject=reject, reason=reason)
+
+
 @task(help={"terraform": "terraform >= 1.7 for validate and test (default: lint.terraform in invoke.yaml, else the "
                          "newest on PATH)",
             "provider": "hashicorp/aws for validate and test: auto (default: lint.provider), installed or offline",
@@ -121,7 +137,7 @@ def lint(c, terraform=None, provider=None, checkov_report=None):
             "set": "a fixed train.py flag of every job, name=value (repeatable); not one that tuning searches"},
       iterable=["set_"])
 def tune(c, max_jobs=None, parallel=None, objective=None, spot=False, set_=None):
-    """SageMaker hyperparameter tuning (lr, batch size, epochs, weight decay); records the best job's model."""
+    """SageMaker hyperparameter tuning (lr, batch size, epochs, weight decay); registers the best job's model."""
     from aws import sagemaker_jobs
     sagemaker_jobs.tune(c, max_jobs=max_jobs, parallel=parallel, objective=objective, spot=spot, assignments=set_)
 
@@ -136,13 +152,14 @@ def ec2_train(c, keep=False, set_=None):
     ec2_training.ec2_train(c, keep=keep, assignments=set_)
 
 
-@task(help={"model_uri": "s3://.../model.tar.gz to deploy (default: the latest model train/tune/ec2-train recorded)"})
+@task(help={"model_uri": "s3://.../model.tar.gz to deploy (default: the newest approved model version, or the one "
+                         "aws.model_version pins)"})
 def plan(c, model_uri=None):
     """Terraform plan of the AWS deployment, saved with a review summary for `invoke deploy --target aws`."""
     from aws import deployment
     deployment.plan(c, model_uri=model_uri)
 
 
-ns = Collection(data, train, deploy, predict, status, destroy, lint, tune, ec2_train, plan)
+ns = Collection(data, train, deploy, predict, status, destroy, models, approve, lint, tune, ec2_train, plan)
 # The defaults as text, so that invoke hands every INVOKE_* variable on as written (configuration/areas.py says why).
 ns.configure(invoke_defaults())

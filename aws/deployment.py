@@ -4,17 +4,19 @@
 plan was made from: a digest of the configuration (every file of the Terraform directory, and the function's
 package) and the state's lineage and serial. `deploy(c)` refuses a plan whose configuration or state moved on since
 (Terraform 1.0 itself applies such a plan without complaint), applies it, waits for the endpoint to be InService
-and sends one prediction through the function. The Terraform root itself is aws/terraform_root.py.
+and sends one prediction through the function. The model is the newest approved version of the model registry
+(aws/model_registry.py), the one aws.model_version pins, or --model-uri; the plan pins the version's ARN, and
+deploy refuses it once that version is no longer approved. The Terraform root itself is aws/terraform_root.py.
 """
 
 import json
+import re
 from datetime import datetime, timezone
 
 import botocore.exceptions
 from invoke.exceptions import Exit
 
-from aws import plan_review
-from aws.model_record import latest_model, resolve_model_uri
+from aws import model_registry, plan_review
 from aws.session import (REPO_ROOT, aws_settings, boto_session, client, poll_until, require_credentials,
                          stops_with_one_line)
 from aws.terraform import TerraformError
@@ -24,11 +26,30 @@ from stack_common.function_client import aws_lambda_client, format_predictions
 from stack_common.function_zip import build_function_zip
 from stack_common.smoke_test import SmokeTestFailed, run_smoke_test, smoke_event
 
+# What terraform/ accepts as model_data_url (its variable validation): s3://<bucket>/<key>/model.tar.gz.
+MODEL_URI_PATTERN = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/(.+/)?model\.tar\.gz$")
+# Destroying reads no model, but the variable is required and validated: any well-formed URI will do.
+DESTROY_MODEL_URL = "s3://placeholder-bucket/destroy/model.tar.gz"
+
+
+def check_model_uri(uri):
+    if not MODEL_URI_PATTERN.match(uri or ""):
+        raise Exit(f"not a model archive URI: {uri!r} (expected s3://<bucket>/<key>/model.tar.gz)")
+    return uri
+
+
+def model_to_deploy(c, model_uri=None):
+    """(model_data_url, the registered version or None): --model-uri wins, else the approval gate decides."""
+    if model_uri:
+        return check_model_uri(model_uri), None
+    version = model_registry.version_to_deploy(c)
+    return check_model_uri(version.model_uri), version
+
 @stops_with_one_line("invoke plan")
 def plan(c, model_uri=None):
     """Plan the deployment of a model, save the plan for review and print its summary; returns the summary."""
     identity = require_credentials(c)
-    model_data_url = resolve_model_uri(c, model_uri)
+    model_data_url, version = model_to_deploy(c, model_uri)
     # The plan deploys the function code as it is now (the zip is reproducible: unchanged code, same bytes).
     build_function_zip(lambda_package(c))
     ws = workspace(c)
@@ -46,14 +67,13 @@ def plan(c, model_uri=None):
     lineage, serial = state_version(ws)
     files["json"].write_text(json.dumps(plan_json, indent=2) + "\n")
     title = f"Terraform plan: {variables['name_prefix']} in {identity.region} (account {identity.account})"
-    review = plan_review.summarize(plan_json, title, model_data_url)
-    record = latest_model(c) if not model_uri else None
-    if record and record.get("model_data_url") == model_data_url:
-        review += f"\nModel source: {record.get('source')} (recorded {record.get('recorded_at')})\n"
+    review = plan_review.summarize(plan_json, title, model_data_url,
+                                   model_version=version, registry=model_registry.group_name(c))
     review += "\nApply exactly this plan with `invoke deploy --target aws`.\n"
     files["review"].write_text(review)
     meta = {"config_digest": config_digest(c), "state_lineage": lineage, "state_serial": serial,
-            "model_data_url": model_data_url, "account": identity.account, "region": identity.region,
+            "model_data_url": model_data_url, "model_package_arn": version.reference if version else None,
+            "account": identity.account, "region": identity.region,
             "planned_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     files["meta"].write_text(json.dumps(meta, indent=2) + "\n")
     print(review)
@@ -122,6 +142,9 @@ def deploy(c):
     ws = workspace(c)
     meta = check_plan_is_current(c, ws)
     files = plan_files(c)
+    if meta.get("model_package_arn"):        # rejected since the review: the reviewed approval no longer holds
+        version = model_registry.still_approved(c, meta["model_package_arn"])
+        print(f"model version {version.number} of {model_registry.group_name(c)}: still Approved", flush=True)
     print(f"applying the plan of {meta['planned_at']} (model {meta['model_data_url']})", flush=True)
     try:
         ws.apply(files["plan"])
@@ -179,11 +202,8 @@ def destroy(c):
     """Destroy everything Terraform created for this project (the bucket too, when Terraform made it)."""
     require_credentials(c)
     ws = workspace(c)
-    record = latest_model(c)
-    # Destroying reads no model, but the variable is required and validated: any well-formed URI will do.
-    model_data_url = (record or {}).get("model_data_url") or "s3://placeholder-bucket/destroy/model.tar.gz"
     try:
-        ws.destroy(terraform_variables(c, model_data_url))
+        ws.destroy(terraform_variables(c, DESTROY_MODEL_URL))
     except TerraformError as error:
         raise Exit(str(error))
     for path in plan_files(c).values():

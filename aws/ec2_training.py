@@ -4,7 +4,8 @@ The host comes from Terraform (enable_ec2_training_host, applied to aws.ec2_targ
 it is). It has no inbound access: every step is an `ssm send-command` (AWS-RunShellScript), run in order, each
 waited for, its output streamed from CloudWatch Logs when the host can write there and fetched from SSM otherwise.
 A step that fails stops the run with the host's own error line. The model archive goes to the bucket's models/
-prefix (which the host's role may write, next to the source it was trained from) and is recorded for `invoke plan`.
+prefix (which the host's role may write, next to the source it was trained from) and is registered as a model
+version pending approval (aws/model_registry.py).
 The host is destroyed at the end, failed or not, unless --keep.
 """
 
@@ -18,7 +19,7 @@ import botocore.exceptions
 from invoke.exceptions import Exit
 
 from aws.bootstrap import placeholder_model_url
-from aws.model_record import latest_model, record_model
+from aws import model_registry
 from aws.sagemaker_jobs import source_archive, stage_source
 from aws.session import (aws_settings, client, ec2_settings, poll_until, require_credentials, s3_uri, split_s3_uri,
                          stops_with_one_line)
@@ -38,9 +39,8 @@ def _run_id():
 
 
 def _host_variables(c, identity, enabled):
-    # The targeted modules never read the model; keep the recorded one so the variable stays meaningful.
-    model = (latest_model(c) or {}).get("model_data_url") or placeholder_model_url(c, identity)
-    return terraform_variables(c, model, enable_ec2_training_host=enabled)
+    # The targeted modules never read the model: any well-formed URI will do.
+    return terraform_variables(c, placeholder_model_url(c, identity), enable_ec2_training_host=enabled)
 
 
 def set_training_host(c, identity, ws, enabled):
@@ -149,6 +149,11 @@ def train_arguments(c, assignments=()):
     return " ".join(paths + [shlex.quote(flag) for flag in hyperparameters.as_flags(chosen)])
 
 
+def metrics_uri_of(model_uri):
+    """Where the upload step puts train.py's metrics.json: next to the model."""
+    return model_uri.rsplit("/", 1)[0] + "/metrics.json"
+
+
 def steps(c, source_uri, model_uri, assignments=()):
     """[(title, shell script)] run on the host, in order."""
     host = ec2_settings(c)
@@ -157,7 +162,7 @@ def steps(c, source_uri, model_uri, assignments=()):
     # POSIX sh throughout: the SSM agent runs AWS-RunShellScript's commands as a script of `sh`, which is dash on
     # Ubuntu (the Deep Learning AMI), and dash has no `-o pipefail`; no step pipes, so `-eu` loses nothing.
     prologue = f"set -eu; export HOME=${{HOME:-/root}}; PY={python}; cd {workdir}"
-    metrics_uri = model_uri.rsplit("/", 1)[0] + "/metrics.json"
+    metrics_uri = metrics_uri_of(model_uri)
     return [
         ("fetch the code", f"set -eu; rm -rf {workdir}; mkdir -p {workdir}; "
                            f"cd {workdir}; aws s3 cp --only-show-errors {source_uri} source.tar.gz; "
@@ -176,9 +181,10 @@ def steps(c, source_uri, model_uri, assignments=()):
 
 @stops_with_one_line("EC2 training")
 def ec2_train(c, keep=False, assignments=()):
-    """Provision the host, train there, upload and record model.tar.gz, destroy the host unless `keep`."""
+    """Provision the host, train there, upload and register model.tar.gz, destroy the host unless `keep`."""
     train_arguments(c, assignments)      # a bad hyperparameter stops here, before a host is paid for
     identity = require_credentials(c)
+    model_registry.ensure_group(c, identity)
     ws = workspace(c)
     run = f"ec2-{_run_id()}"
     model_uri = s3_uri(c, identity, "models", run, "model.tar.gz")
@@ -196,7 +202,11 @@ def ec2_train(c, keep=False, assignments=()):
         log_group = outputs.get("ec2_log_group_name")
         for title, script in steps(c, source_uri, model_uri, assignments):
             run_remote(c, instance_id, title, script, log_group=log_group)
-        record_model(c, model_uri, source=f"EC2 training host {instance_id}", run=run)
+        metrics_uri = metrics_uri_of(model_uri)
+        model_registry.register(c, identity, model_data_url=model_uri, source=f"EC2 training host {instance_id}",
+                                generated_by=instance_id, data=load(c, DataSettings).url,
+                                report=model_registry.training_report(c, metrics_uri), metrics_uri=metrics_uri,
+                                details={"ec2_instance": instance_id, "ec2_run": run})
     finally:
         if keep:
             print(f"--keep: host {instance_id} keeps running (`aws ssm start-session --target {instance_id}`); "

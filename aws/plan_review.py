@@ -1,8 +1,11 @@
 """The Markdown review of a saved Terraform plan: what `invoke plan` prints and writes next to the plan.
 
 A reviewer reads the top first, so what costs downtime or widens access is called out there: the endpoint being
-replaced or destroyed, any IAM change, a bucket being destroyed. Below it, the counts and one row per resource.
+replaced or destroyed, any IAM change, a bucket being destroyed. Then the model: the registered version, its
+metrics, its data and who approved it. Below it, the counts and one row per resource.
 """
+
+from stack_common.model_versions import approval_text, data_text, metrics_text
 
 ENDPOINT_TYPES = {"aws_sagemaker_endpoint"}
 IAM_TYPES = {"aws_iam_policy", "aws_iam_role_policy", "aws_iam_role_policy_attachment", "aws_iam_role",
@@ -51,8 +54,22 @@ def attention_items(changes):
     return items
 
 
-def summarize(plan, title, model_data_url=None):
-    """The review text (Markdown) of a plan as `terraform show -json` gives it."""
+def model_lines(model_data_url, version=None, registry=""):
+    """What the plan deploys: the registered version, its metrics, data, source and approval, or a bare URI."""
+    lines = [f"Model: `{model_data_url}`", ""]
+    if version is None:
+        return lines + ["Not chosen through the model registry (`--model-uri`): no approval recorded.", ""]
+    rows = {"Version": f"{version.number} of model package group `{registry}` (`{version.reference}`)",
+            "Metrics": metrics_text(version.metrics), "Data": data_text(version),
+            "Source": version.source or "unknown", "MLflow run": version.mlflow_run_id or "none recorded",
+            "Approval": approval_text(version)}
+    return lines + ["| Model version | |", "| --- | --- |"] + [
+        f"| {name} | {text.replace('|', chr(92) + '|')} |" for name, text in rows.items()] + [""]
+
+
+def summarize(plan, title, model_data_url=None, model_version=None, registry=""):
+    """The review text (Markdown) of a plan as `terraform show -json` gives it; `model_version` (a ModelVersion) is
+    the registered version it deploys."""
     changes = planned_changes(plan)
     counts = {kind: sum(1 for k, _, _ in changes if k == kind) for kind in KINDS}
     lines = [f"# {title}", ""]
@@ -60,7 +77,7 @@ def summarize(plan, title, model_data_url=None):
     if attention:
         lines += ["## Needs attention", ""] + [f"- {item}" for item in attention] + [""]
     if model_data_url:
-        lines += [f"Model: `{model_data_url}`", ""]
+        lines += model_lines(model_data_url, model_version, registry)
     lines += [f"Plan: {counts['add']} to add, {counts['change']} to change, {counts['replace']} to replace, "
               f"{counts['destroy']} to destroy.", ""]
     if changes:

@@ -4,7 +4,8 @@ The job runs the same training/train.py as everywhere else. Its source is staged
 (training/ next to inference/, because train.py imports the shared modules from ../inference), the entry point is
 training/train.py, hyperparameters reach it as `--name value` arguments, and the metrics SageMaker records are read
 from its log lines with the regexes below. The job's model.tar.gz (SageMaker tars /opt/ml/model, which train.py
-fills as a complete model directory) is recorded for `invoke plan`.
+fills as a complete model directory) is registered as a version of the model registry (aws/model_registry.py),
+pending approval.
 """
 
 import contextlib
@@ -24,7 +25,7 @@ import botocore.exceptions
 from invoke.exceptions import Exit
 
 from aws.bootstrap import bootstrap_outputs
-from aws.model_record import record_model
+from aws import model_registry
 from aws.session import (REPO_ROOT, aws_settings, boto_session, bucket_name, client, require_credentials, s3_prefix,
                          s3_uri, split_s3_uri, stops_with_one_line)
 from configuration.areas import DataSettings, TrainSettings, TuningSettings, load
@@ -292,11 +293,12 @@ def _final_metrics(job):
 
 @stops_with_one_line("SageMaker training")
 def train(c, instances=1, spot=False, assignments=()):
-    """One SageMaker training job (Torchrun across instances when more than one); records its model.tar.gz."""
+    """One SageMaker training job (Torchrun across instances when more than one); registers its model.tar.gz."""
     chosen = job_hyperparameters(c, assignments)
     identity = require_credentials(c)
     uri = data_uri(c, identity)
     require_data(c, uri)
+    model_registry.ensure_group(c, identity)
     from sagemaker.core.utils.exceptions import FailedStatusError  # a 4 s import: only once there is work to do
 
     with tempfile.TemporaryDirectory(prefix="sagemaker-source-") as staging:
@@ -317,10 +319,20 @@ def train(c, instances=1, spot=False, assignments=()):
     job = client(c, "sagemaker").describe_training_job(TrainingJobName=name)
     if job["TrainingJobStatus"] != "Completed":
         raise Exit(f"training job {name} ended {job['TrainingJobStatus']}: {job.get('FailureReason', '')}")
-    artifact = job["ModelArtifacts"]["S3ModelArtifacts"]
     print(f"training job {name} completed; metrics: {_final_metrics(job)}")
-    record_model(c, artifact, source=f"SageMaker training job {name}", training_job=name)
+    register_job(c, identity, job, source=f"SageMaker training job {name}", data=uri)
     return job
+
+
+def register_job(c, identity, job, *, source, data, details=None):
+    """Register a completed training job's model.tar.gz with its metrics.json (else SageMaker's final metrics)."""
+    artifact = job["ModelArtifacts"]["S3ModelArtifacts"]
+    report, metrics_uri = model_registry.job_report(c, artifact)
+    metrics = {name.replace(":", "_"): value for name, value in _final_metrics(job).items()}
+    return model_registry.register(c, identity, model_data_url=artifact, source=source, data=data,
+                                   generated_by=job["TrainingJobArn"], report=report, metrics=metrics,
+                                   metrics_uri=metrics_uri, details={"training_job": job["TrainingJobName"],
+                                                                     **(details or {})})
 
 
 def _stop_training_job(c, name):
@@ -346,7 +358,7 @@ def tuning_ranges(tuning):
 
 @stops_with_one_line("SageMaker tuning")
 def tune(c, max_jobs=None, parallel=None, objective=None, spot=False, assignments=()):
-    """A hyperparameter tuning job over tuning_ranges; records the best training job's model.tar.gz."""
+    """A hyperparameter tuning job over tuning_ranges; registers the best training job's model.tar.gz."""
     flags = {"max_jobs": max_jobs if max_jobs is None else parse_value("--max-jobs", max_jobs, int),
              "parallel": parallel if parallel is None else parse_value("--parallel", parallel, int),
              "objective": objective}
@@ -359,6 +371,7 @@ def tune(c, max_jobs=None, parallel=None, objective=None, spot=False, assignment
     identity = require_credentials(c)
     uri = data_uri(c, identity)
     require_data(c, uri)
+    model_registry.ensure_group(c, identity)
     from sagemaker.train.tuner import HyperparameterTuner
 
     with tempfile.TemporaryDirectory(prefix="sagemaker-source-") as staging:
@@ -390,9 +403,9 @@ def tune(c, max_jobs=None, parallel=None, objective=None, spot=False, assignment
     final = best.get("FinalHyperParameterTuningJobObjectiveMetric", {})
     print(f"best training job {best['TrainingJobName']}: {final.get('MetricName')}={final.get('Value')} "
           f"with {best.get('TunedHyperParameters')}")
-    record_model(c, job["ModelArtifacts"]["S3ModelArtifacts"], source=f"SageMaker tuning job {name}",
-                 tuning_job=name, training_job=best["TrainingJobName"],
-                 hyperparameters=best.get("TunedHyperParameters", {}))
+    tuned = " ".join(f"{key}={value}" for key, value in sorted(best.get("TunedHyperParameters", {}).items()))
+    register_job(c, identity, job, source=f"SageMaker tuning job {name}: best training job {best['TrainingJobName']}",
+                 data=uri, details={"tuning_job": name, "hyperparameters": tuned})
     return tuning_job
 
 

@@ -8,6 +8,7 @@ configuration declares `backend "s3" {}` and aws.state_bucket is set (docs/aws.m
 """
 
 import hashlib
+import re
 from pathlib import Path
 
 import botocore.exceptions
@@ -94,6 +95,25 @@ def terraform_variables(c, model_data_url, enable_ec2_training_host=False, runni
         else:
             variables[key] = value
     return variables
+
+
+def endpoint_image_settings(c):
+    """What picks the endpoint's inference image: instance_type, framework_version, python_version, image_uri
+    (None: the prebuilt image), from aws.terraform_variables.endpoint, else the root variable's declared defaults
+    (variables.tf of aws.terraform_dir, else of the project's terraform/: the one place they are written), else
+    aws.endpoint_instance_type."""
+    declared = (_endpoint_defaults(aws_settings(c).terraform_dir / "variables.tf")
+                or _endpoint_defaults(REPO_ROOT / "terraform" / "variables.tf"))
+    chosen = {**declared, "instance_type": aws_settings(c).endpoint_instance_type,
+              **(aws_settings(c).terraform_variables.get("endpoint") or {})}
+    return {name: chosen.get(name) for name in ("instance_type", "framework_version", "python_version", "image_uri")}
+
+
+def _endpoint_defaults(variables_tf):
+    """`name = optional(string, "value")` of the endpoint variable's type, read from its declaration."""
+    text = variables_tf.read_text() if variables_tf.exists() else ""
+    block = text.partition('variable "endpoint"')[2].partition("\nvariable ")[0]
+    return dict(re.findall(r'^\s*(\w+)\s*=\s*optional\(string,\s*"([^"]*)"\)', block, flags=re.MULTILINE))
 
 
 def running_instance_count(c, ws):

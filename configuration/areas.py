@@ -150,8 +150,11 @@ class AwsSettings(Area):
                                         "function, tags, ...", "aws/terraform_root.py, aws/session.py")
     plan_dir: Path = setting("build/terraform", "plan.tfplan, plan.json, plan.md (the review), plan-meta.json",
                              "aws/terraform_root.py")
-    model_record: Path = setting("build/model_uri.json", "the latest model train/tune/ec2-train produced: what "
-                                 "`invoke plan` deploys", "aws/model_record.py")
+    model_package_group: str = setting("", "empty: <name_prefix>, the model package group Terraform creates "
+                                       "(module.model_registry); set: an existing group train/tune/ec2-train "
+                                       "register versions in", "aws/model_registry.py")
+    model_version: int = setting(0, "the approved model version `invoke plan` deploys: 0 = the newest approved "
+                                 "(docs/registry.md)", "aws/model_registry.py", minimum=0)
     state_bucket: str = setting("", "S3 backend for the Terraform state (needs `backend \"s3\" {}`)",
                                 "aws/terraform_root.py")
     state_key: str = setting("", "empty: <name_prefix>/terraform.tfstate", "aws/terraform_root.py")

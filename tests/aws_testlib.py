@@ -50,7 +50,6 @@ def make_context(tmp_path, *, hyperparameters=None, tuning=None, ec2=None, data=
     settings = {
         "region": REGION,
         "profile": "",
-        "model_record": str(tmp_path / "model_uri.json"),
         "plan_dir": str(tmp_path / "plan"),
         "poll_seconds": 0,
         "terraform_bin": PINNED_TERRAFORM,
@@ -128,3 +127,52 @@ def answer(parsed, status=200):
 def refuse(code, message):
     """A before-call hook for AWS refusing the call: botocore raises ClientError with `code` and `message`."""
     return lambda **_: answer({"Error": {"Code": code, "Message": message}}, status=400)
+
+
+def create_model_package_group(name="dog-breeds"):
+    """The model package group Terraform's module.model_registry creates (<name_prefix>)."""
+    import boto3
+
+    return boto3.client("sagemaker", region_name=REGION).create_model_package_group(
+        ModelPackageGroupName=name)["ModelPackageGroupArn"]
+
+
+def registered_versions(group="dog-breeds"):
+    """Every model package of the group as DescribeModelPackage gives it, newest first."""
+    import boto3
+
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    summaries = sagemaker.list_model_packages(ModelPackageGroupName=group, SortBy="CreationTime",
+                                              SortOrder="Descending")["ModelPackageSummaryList"]
+    return [sagemaker.describe_model_package(ModelPackageName=s["ModelPackageArn"]) for s in summaries]
+
+
+def training_output(metrics):
+    """output.tar.gz as SageMaker makes it of SM_OUTPUT_DATA_DIR, holding train.py's metrics.json."""
+    import io
+    import tarfile
+
+    body = json.dumps(metrics).encode()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        info = tarfile.TarInfo("metrics.json")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    return archive.getvalue()
+
+
+def register_version(c, model_uri, *, approve=False, reason="", metrics=None, source="SageMaker training job t-1"):
+    """A version of the model package group as training registers it (pending), approved by the caller if asked."""
+    from aws import model_registry
+    from aws.session import require_credentials
+    from stack_common.model_versions import APPROVED
+
+    identity = require_credentials(c)
+    arn = model_registry.register(
+        c, identity, model_data_url=model_uri, source=source, generated_by=source.rsplit(" ", 1)[-1],
+        data=f"s3://{BUCKET}/data/dogImages/",
+        report={"final": metrics or {"valid_accuracy": 0.8125, "valid_loss": 0.61, "test_accuracy": 0.79,
+                                     "test_loss": 0.66}, "data_fingerprint": "sha256:0a1b2c"})
+    if approve:
+        model_registry.set_approval(c, identity, arn.rsplit("/", 1)[-1], APPROVED, reason)
+    return arn

@@ -7,7 +7,7 @@ import pytest
 from invoke.exceptions import Exit
 
 import aws.session
-from aws import data_sync, deployment, ec2_training, sagemaker_jobs
+from aws import commands, data_sync, deployment, ec2_training, sagemaker_jobs
 from local.ports import free_port
 from aws_testlib import aws_credentials, make_context, moto_account  # noqa: F401 (fixtures)
 
@@ -16,6 +16,9 @@ ENTRY_POINTS = {
     "tune": lambda c: sagemaker_jobs.tune(c),
     "ec2-train": lambda c: ec2_training.ec2_train(c),
     "plan": lambda c: deployment.plan(c, model_uri="s3://bucket/output/job/output/model.tar.gz"),
+    "plan (approved version)": deployment.plan,
+    "models --target aws": commands.models,
+    "approve --target aws": lambda c: commands.approve(c, "1", reason="looks good"),
     "deploy --target aws": deployment.deploy,
     "status --target aws": deployment.status,
     "destroy --target aws": deployment.destroy,
@@ -51,7 +54,7 @@ def test_every_aws_task_stops_at_once_with_how_to_configure_credentials(no_crede
         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or aws.profile in invoke.yaml), or use the local target: "
         "`invoke deploy --target local`")
     assert time.monotonic() - started < 5
-    assert not (tmp_path / "plan").exists() and not (tmp_path / "model_uri.json").exists()
+    assert not (tmp_path / "plan").exists()
 
 
 def test_an_unknown_profile_is_named_in_the_message(no_credentials, tmp_path):
@@ -101,4 +104,3 @@ def test_aws_unreachable_in_the_middle_of_a_task_stops_it_with_one_line(moto_acc
     assert stopped.value.message.startswith(
         f'SageMaker training: cannot reach AWS (Could not connect to the endpoint URL: "{url}/"): check this '
         "machine's network connection")
-    assert not (tmp_path / "model_uri.json").exists()

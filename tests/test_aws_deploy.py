@@ -11,12 +11,12 @@ import pytest
 from invoke.exceptions import Exit
 from moto.moto_api._internal.models import moto_api_backend
 
-from aws import deployment, model_record, plan_review, terraform_root
+from aws import deployment, plan_review, terraform_root
 from aws.session import aws_settings, boto_session
 from aws_testlib import (  # noqa: F401 (fixtures)
-                              BUCKET, REGION, RequestRecorder, aws_credentials, create_role,
-                              make_context, moto_account, pinned_workspace, stand_in_terraform,
-                              state_outputs)
+                              BUCKET, REGION, RequestRecorder, aws_credentials, create_model_package_group,
+                              create_role, make_context, moto_account, pinned_workspace, register_version,
+                              stand_in_terraform, state_outputs)
 
 MODEL = f"s3://{BUCKET}/output/dog-breeds-1/output/model.tar.gz"
 ACCOUNT = "123456789012"  # moto's
@@ -53,11 +53,12 @@ PREDICTIONS = {"predictions": [{"class_name": "Affenpinscher", "probability": 0.
 def project(moto_account, tmp_path):
     terraform_dir = stand_in_terraform(tmp_path)
     c = make_context(tmp_path, terraform_dir=str(terraform_dir), bucket=BUCKET)
-    model_record.record_model(c, MODEL, source="SageMaker training job dog-breeds-1")
+    create_model_package_group()
+    register_version(c, MODEL, approve=True, reason="best so far", source="SageMaker training job dog-breeds-1")
     return c, terraform_dir
 
 
-def test_plan_saves_plan_json_and_review_for_the_recorded_model(project, capsys, tmp_path):
+def test_plan_saves_plan_json_and_review_for_the_approved_model(project, capsys, tmp_path):
     c, _ = project
     review = deployment.plan(c)
     files = terraform_root.plan_files(c)
@@ -66,11 +67,11 @@ def test_plan_saves_plan_json_and_review_for_the_recorded_model(project, capsys,
     assert json.loads(files["json"].read_text())["variables"]["model_data_url"]["value"] == MODEL
     assert files["review"].read_text() == review
     assert f"Model: `{MODEL}`" in review
-    assert "Model source: SageMaker training job dog-breeds-1" in review
+    assert "| Source | SageMaker training job dog-breeds-1 |" in review
     assert review in capsys.readouterr().out
 
 
-def test_plan_takes_the_model_from_the_flag_over_the_record(project):
+def test_plan_takes_the_model_from_the_flag_over_the_approved_version(project):
     c, _ = project
     other = f"s3://{BUCKET}/ec2/run-2/model.tar.gz"
     deployment.plan(c, model_uri=other)
@@ -79,7 +80,8 @@ def test_plan_takes_the_model_from_the_flag_over_the_record(project):
 
 def test_plan_without_any_model_says_how_to_get_one(moto_account, tmp_path):
     c = make_context(tmp_path, terraform_dir=str(stand_in_terraform(tmp_path)))
-    with pytest.raises(Exit, match=r"no model to deploy: pass --model-uri .* or train one first"):
+    with pytest.raises(Exit, match=r"^no approved model version in dog-breeds: `invoke models`, then "
+                                   r"`invoke approve N`$"):
         deployment.plan(c)
     with pytest.raises(Exit, match="not a model archive URI: 'https://example.com/model.tar.gz'"):
         deployment.plan(c, model_uri="https://example.com/model.tar.gz")

@@ -8,6 +8,7 @@ answered by a botocore hook (first "not registered", then Online); and it execut
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -23,8 +24,8 @@ from aws import ec2_training
 from aws.session import boto_session
 from aws_testlib import (  # noqa: F401 (fixtures)
                               BUCKET, REGION, RequestRecorder, answer, aws_credentials, create_bucket,
-                              make_context, moto_account, refuse, stand_in_terraform,
-                              state_outputs)
+                              create_model_package_group, make_context, moto_account, refuse,
+                              registered_versions, stand_in_terraform, state_outputs)
 
 def api_parameters(request):
     """The operation's parameters out of the serialized request a before-call hook sees (SSM speaks JSON)."""
@@ -34,6 +35,7 @@ def api_parameters(request):
 @pytest.fixture
 def host(moto_account, tmp_path, monkeypatch):
     create_bucket()
+    create_model_package_group()
     instance_id = boto3.client("ec2", region_name=REGION).run_instances(
         ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="t2.medium")["Instances"][0]["InstanceId"]
     monkeypatch.setenv("TF_VAR_stand_in_training_host_id", instance_id)  # what the AWS provider would report
@@ -57,8 +59,20 @@ def sent_commands(instance_id):
     return sorted(commands, key=lambda command: command["RequestedDateTime"])
 
 
+def upload_metrics_when_the_upload_step_runs(c, metrics):
+    """What the host's upload step puts next to the model (moto runs no command): train.py's metrics.json."""
+    def upload(params, **_):
+        script = api_parameters(params)["Parameters"]["commands"][0]
+        for uri in re.findall(r"s3://\S+/metrics\.json", script):
+            bucket, _, key = uri[len("s3://"):].partition("/")
+            boto3.client("s3", region_name=REGION).put_object(Bucket=bucket, Key=key, Body=json.dumps(metrics))
+
+    boto_session(c).events.register("before-call.ssm.SendCommand", upload)
+
+
 def test_ec2_train_runs_download_then_train_then_upload_over_ssm_and_tears_the_host_down(host, tmp_path):
     requests = RequestRecorder(boto_session(host.c))
+    upload_metrics_when_the_upload_step_runs(host.c, {"final": {"valid_accuracy": 0.5, "valid_loss": 1.2}})
     model_uri = ec2_training.ec2_train(host.c, assignments=["batch-size=32"])
 
     assert host.polls[0] == [{"Key": "InstanceIds", "Values": [host.instance_id]}]
@@ -88,7 +102,15 @@ def test_ec2_train_runs_download_then_train_then_upload_over_ssm_and_tears_the_h
     assert f"aws s3 cp --only-show-errors build/model.tar.gz {model_uri}" in scripts[3]
 
     assert model_uri.startswith(f"s3://{BUCKET}/models/ec2-") and model_uri.endswith("/model.tar.gz")
-    assert json.loads((tmp_path / "model_uri.json").read_text())["model_data_url"] == model_uri
+    [version] = registered_versions()
+    assert version["ModelApprovalStatus"] == "PendingManualApproval"
+    assert version["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == model_uri
+    properties = version["CustomerMetadataProperties"]
+    assert properties["source"] == f"EC2 training host {host.instance_id}"
+    assert properties["data"] == "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
+    assert float(properties["valid_accuracy"]) == 0.5                     # the metrics.json the host uploaded
+    metrics_uri = model_uri.replace("model.tar.gz", "metrics.json")
+    assert version["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"] == metrics_uri
     assert state_outputs(host.terraform_dir).get("training_host_id") is None   # host destroyed
 
 
@@ -122,7 +144,7 @@ def test_a_failing_step_stops_with_the_hosts_error_and_still_removes_the_host(ho
                                    r"train.py: error: no train/ folder in /data$"):
         ec2_training.ec2_train(host.c)
     assert [c["Comment"] for c in sent_commands(host.instance_id)] == ["fetch the code", "download the data", "train"]
-    assert not (tmp_path / "model_uri.json").exists()
+    assert registered_versions() == []
     assert state_outputs(host.terraform_dir).get("training_host_id") is None
 
 

@@ -13,8 +13,9 @@ from invoke.exceptions import Exit
 from aws import sagemaker_jobs
 from aws.session import aws_settings, boto_session
 from configuration.areas import TuningSettings, load
-from aws_testlib import (BUCKET, REGION, RequestRecorder, answer, create_bucket, create_role,  # noqa: F401
-                              make_context, moto_account, aws_credentials, refuse)
+from aws_testlib import (BUCKET, REGION, RequestRecorder, answer, create_bucket,  # noqa: F401
+                         create_model_package_group, create_role, make_context, moto_account, aws_credentials,
+                         refuse, registered_versions, training_output)
 
 DATA = ["data/dogImages/train/001.Affenpinscher/a.jpg", "data/dogImages/valid/001.Affenpinscher/b.jpg"]
 
@@ -23,8 +24,24 @@ DATA = ["data/dogImages/train/001.Affenpinscher/a.jpg", "data/dogImages/valid/00
 def account(moto_account, tmp_path):
     role = create_role()
     create_bucket(objects=DATA)
+    create_model_package_group()
     c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=role)
     return c, RequestRecorder(boto_session(c)), role
+
+
+REPORT = {"final": {"valid_accuracy": 0.8125, "valid_loss": 0.61, "test_accuracy": 0.79, "test_loss": 0.66},
+          "data_fingerprint": "sha256:0a1b2c", "mlflow": {"tracking_uri": "arn:aws:sagemaker:us-east-1:123456789012:"
+                                                          "mlflow-tracking-server/dog-breeds", "experiment_id": "1",
+                                                          "run_id": "4f3e2d1c"}}
+
+
+def write_output_when_created(c, report=REPORT):
+    """What the job leaves next to its model in S3 (moto runs nothing): output.tar.gz with train.py's metrics.json."""
+    def write(params, **_):
+        key = f"output/{params['TrainingJobName']}/output/output.tar.gz"
+        boto3.client("s3", region_name=REGION).put_object(Bucket=BUCKET, Key=key, Body=training_output(report))
+
+    boto_session(c).events.register("before-parameter-build.sagemaker.CreateTrainingJob", write)
 
 
 def channel_files(job, channel):
@@ -70,9 +87,38 @@ def test_a_job_on_four_instances_runs_train_py_under_torchrun_on_spot_with_check
     sent = requests.of("CreateTrainingJob")[0]["AlgorithmSpecification"]["MetricDefinitions"]
     assert sent == sagemaker_jobs.METRIC_DEFINITIONS
 
-    recorded = json.loads((tmp_path / "model_uri.json").read_text())
-    assert recorded["model_data_url"] == job["ModelArtifacts"]["S3ModelArtifacts"]
-    assert recorded["training_job"] == job["TrainingJobName"]
+    [version] = registered_versions()
+    assert version["ModelApprovalStatus"] == "PendingManualApproval"
+    assert version["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == job["ModelArtifacts"][
+        "S3ModelArtifacts"]
+    assert version["CustomerMetadataProperties"]["training_job"] == job["TrainingJobName"]
+    assert version["MetadataProperties"]["GeneratedBy"] == job["TrainingJobArn"]
+
+
+def test_a_training_job_registers_its_model_pending_approval_with_metrics_data_and_mlflow_run(account):
+    c, requests, _ = account
+    write_output_when_created(c)
+    sagemaker_jobs.train(c)
+
+    [version] = registered_versions()
+    job = requests.of("CreateTrainingJob")[0]["TrainingJobName"]
+    assert version["ModelApprovalStatus"] == "PendingManualApproval"
+    properties = version["CustomerMetadataProperties"]
+    assert {name: float(properties[name]) for name in ("valid_accuracy", "valid_loss", "test_accuracy",
+                                                       "test_loss")} == REPORT["final"]
+    assert properties["data"] == f"s3://{BUCKET}/data/dogImages/"
+    assert properties["data_fingerprint"] == "sha256:0a1b2c"
+    assert properties["mlflow_run_id"] == "4f3e2d1c"
+    assert properties["source"] == f"SageMaker training job {job}"
+    [container] = version["InferenceSpecification"]["Containers"]
+    # the image terraform/modules/endpoint looks up for the default endpoint (2.6.0, py312, a CPU instance)
+    assert container["Image"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
+    assert container["ModelDataUrl"] == f"s3://{BUCKET}/output/{job}/output/model.tar.gz"
+    assert version["InferenceSpecification"]["SupportedRealtimeInferenceInstanceTypes"] == ["ml.m5.large"]
+    statistics = version["ModelMetrics"]["ModelQuality"]["Statistics"]
+    assert statistics["S3Uri"] == f"s3://{BUCKET}/output/{job}/output/metrics.json"
+    body = boto3.client("s3", region_name=REGION).get_object(Bucket=BUCKET, Key=f"output/{job}/output/metrics.json")
+    assert json.loads(body["Body"].read()) == REPORT
 
 
 def test_a_single_instance_job_runs_the_script_directly_and_on_demand(account, aws_requests_match_the_service_model):
@@ -102,6 +148,7 @@ def test_a_single_instance_job_runs_the_script_directly_and_on_demand(account, a
 def test_processes_per_instance_0_runs_one_process_per_gpu_on_one_instance(moto_account, tmp_path, instance_type,
                                                                             driver, processes):
     create_bucket(objects=DATA)
+    create_model_package_group()
     c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role(), processes_per_instance=0,
                      training_instance_type=instance_type)
     requests = RequestRecorder(boto_session(c))
@@ -116,6 +163,7 @@ def test_processes_per_instance_0_runs_one_process_per_gpu_on_one_instance(moto_
 
 def test_hyperparameters_are_train_hyperparameters_and_the_tasks_set(moto_account, tmp_path):
     create_bucket(objects=DATA)
+    create_model_package_group()
     c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role(),
                      hyperparameters={"arch": "resnet18", "epochs": 5})
     requests = RequestRecorder(boto_session(c))
@@ -137,13 +185,14 @@ def test_a_hyperparameter_given_twice_stops_before_anything_is_asked_of_aws(moto
 
 def test_no_data_in_the_bucket_stops_before_any_job_starts(moto_account, tmp_path):
     create_bucket()
+    create_model_package_group()
     c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role())
     requests = RequestRecorder(boto_session(c))
     with pytest.raises(Exit, match=r"no training data at s3://dog-breeds-test-bucket/data/dogImages/: "
                                    r"run `invoke data --upload` first"):
         sagemaker_jobs.train(c)
     assert "CreateTrainingJob" not in requests.names()
-    assert not (tmp_path / "model_uri.json").exists()
+    assert registered_versions() == []
 
 
 def test_metric_definitions_read_the_values_train_py_logs():
@@ -206,9 +255,13 @@ def test_tuning_searches_lr_batch_size_epochs_and_weight_decay_for_the_lowest_va
     with tarfile.open(fileobj=io.BytesIO(source)) as tar:
         assert {"training/train.py", "inference/preprocessing.py"} <= set(tar.getnames())
 
-    recorded = json.loads((tmp_path / "model_uri.json").read_text())
-    assert recorded["model_data_url"] == best_model
-    assert recorded["tuning_job"] == name
+    [version] = registered_versions()
+    assert version["ModelApprovalStatus"] == "PendingManualApproval"
+    assert version["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == best_model
+    assert version["CustomerMetadataProperties"]["tuning_job"] == name
+    assert version["CustomerMetadataProperties"]["training_job"] == "FakeTrainingJobName"
+    assert version["CustomerMetadataProperties"]["source"] == (f"SageMaker tuning job {name}: best training job "
+                                                              "FakeTrainingJobName")
 
 
 def test_tuning_for_accuracy_maximizes_valid_accuracy(account):
@@ -252,6 +305,7 @@ def test_first_use_bootstraps_storage_and_iam_with_terraform_then_reuses_its_rol
 
     role = create_role("dog-breeds-sagemaker")                    # what Terraform's iam module would create
     create_bucket(objects=DATA)
+    create_model_package_group()                                  # and its model_registry module
     terraform_dir = stand_in_terraform(tmp_path)
     # The stand-in has no modules to target: its whole configuration stands in for storage and iam.
     c = make_context(tmp_path, bucket=BUCKET, terraform_dir=str(terraform_dir), bootstrap_targets=[])
@@ -323,7 +377,7 @@ def test_a_training_job_aws_refuses_stops_with_one_line(account, tmp_path):
         f"SageMaker training: AWS refused CreateTrainingJob (ValidationException: Could not assume role {role}.")
     assert stopped.value.message.endswith("): fix what AWS names and run the task again")
     assert "\n" not in stopped.value.message
-    assert not (tmp_path / "model_uri.json").exists()
+    assert registered_versions() == []
 
 
 def test_every_training_job_of_a_spot_tuning_job_checkpoints_to_its_own_prefix(account, monkeypatch):
