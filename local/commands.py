@@ -137,3 +137,14 @@ def train(c, workers=1, instances=1, spot=False, fresh=False, assignments=()):
         raise Exit(None if error.already_reported else str(error), code=error.exit_code)
     print(f"model directory {model_dir}, archive {load(c, TrainSettings).archive}")
     return model_dir
+
+
+def models(c):
+    """List the local registry's model versions (the MLflow model registry of the project's tracking store)."""
+    raise Exit("the local model registry needs the MLflow tracking store, which is not in this checkout yet: "
+               "use --target aws")
+
+
+def approve(c, version, reject=False, reason=""):
+    """Approve (or reject) a local model version."""
+    return models(c)
