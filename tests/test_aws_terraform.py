@@ -94,6 +94,6 @@ def test_the_stand_in_and_our_code_match_the_real_root_modules_interface(tmp_pat
     assert passed <= names(real, "variable")
     assert passed <= names(stand_in, "variable")
     read_by_our_code = {"endpoint_name", "function_name", "sagemaker_role_arn", "bucket_name", "training_host_id",
-                        "ec2_log_group_name", "ec2_instance_profile_name"}
+                        "ec2_log_group_name", "ec2_instance_profile_name", "model_package_group_name"}
     assert read_by_our_code <= names(real, "output")
     assert read_by_our_code <= names(stand_in, "output")
