@@ -128,7 +128,7 @@ def test_the_misclassified_grid_shows_only_wrong_predictions_the_most_confident_
     pictures, titles = misclassified_pictures(report, tiny_image_folder, image_size=32)
     assert titles == ["true: Red circle\npredicted: Green square (88%)"]
     assert pictures[0].size == (224, 224)
-    assert misclassified_figure(pictures, titles).texts[1].get_text() == titles[0]
+    assert misclassified_figure(pictures, titles).texts[0].get_text() == titles[0]
 
 
 def test_without_matplotlib_the_report_has_its_numbers_and_a_warning_instead_of_figures(tiny_image_folder, tmp_path,

@@ -245,20 +245,22 @@ def reliability_figure(bins, ece):
 def misclassified_figure(pictures, titles):
     """A grid of `pictures` (PIL images of TILE pixels) with their `titles` above them; a note when there are none.
 
-    Placed as pixels on the figure (figimage), not in one Axes each: Axes cost most of the drawing time."""
+    The pictures are one mosaic of pixels on the figure (figimage), not one Axes each: Axes and compositing cost
+    most of the drawing time."""
     Figure, _ = matplotlib_agg()
     columns = min(MISCLASSIFIED_COLUMNS, max(1, len(pictures)))
     rows = max(1, -(-len(pictures) // columns))
     width, height = columns * (TILE + GAP) + GAP, HEADER + rows * (TITLE_BAND + TILE) + GAP
+    mosaic = np.full((height, width, 3), 255, dtype=np.uint8)
     figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
-    figure.text(0.5, 1 - 8 / height, "misclassified test images, most confident first" if pictures else
-                "no misclassified test image", ha="center", va="top", fontsize=12)
     for position, (picture, title) in enumerate(zip(pictures, titles)):
         row, column = divmod(position, columns)
-        left, top = GAP + column * (TILE + GAP), HEADER + row * (TITLE_BAND + TILE)
-        figure.figimage(np.asarray(picture), xo=left, yo=height - top - TITLE_BAND - TILE, origin="upper")
-        figure.text((left + TILE / 2) / width, 1 - (top + TITLE_BAND - 4) / height, title, ha="center",
-                    va="bottom", fontsize=8)
+        left, top = GAP + column * (TILE + GAP), HEADER + row * (TITLE_BAND + TILE) + TITLE_BAND
+        mosaic[top:top + TILE, left:left + TILE] = np.asarray(picture)
+        figure.text((left + TILE / 2) / width, 1 - (top - 4) / height, title, ha="center", va="bottom", fontsize=8)
+    figure.figimage(mosaic, origin="upper")
+    figure.text(0.5, 1 - 8 / height, "misclassified test images, most confident first" if pictures else
+                "no misclassified test image", ha="center", va="top", fontsize=12)
     return figure
 
 
