@@ -19,7 +19,7 @@ from invoke.exceptions import Exit
 if importlib.util.find_spec("preprocessing") is None:
     sys.exit("this checkout is not installed: run `bash .ci/setup` (it installs the project into .venv), "
              "then use .venv/bin/invoke")
-from configuration.areas import DataSettings, LintSettings, ProjectSettings, invoke_defaults, load
+from configuration.areas import DataSettings, LintSettings, ProjectSettings, TrackingSettings, invoke_defaults, load
 
 REPO_ROOT = Path(__file__).resolve().parent
 TARGETS = ("local", "aws")   # each a package with the same commands module: local/commands.py, aws/commands.py
@@ -128,6 +128,14 @@ def lint(c, terraform=None, provider=None, checkov_report=None):
         raise Exit("lint: a check failed (details above)")
 
 
+@task(help={"port": "the port on 127.0.0.1 (default: tracking.ui_port, 5000)"})
+def ui(c, port=None):
+    """MLflow's UI on the project's store (tracking.store): every local, SageMaker and EC2 run; Ctrl-C stops it."""
+    from local import tracking_ui
+    settings = load(c, TrackingSettings)
+    tracking_ui.serve(settings.store, port or settings.ui_port)
+
+
 # ------------------------------------------------------------------------------------------ AWS-only tasks
 
 @task(help={"max_jobs": "training jobs in all (default: tuning.max_jobs, 8)",
@@ -160,6 +168,6 @@ def plan(c, model_uri=None):
     deployment.plan(c, model_uri=model_uri)
 
 
-ns = Collection(data, train, deploy, predict, status, destroy, models, approve, lint, tune, ec2_train, plan)
+ns = Collection(data, train, deploy, predict, status, destroy, models, approve, lint, ui, tune, ec2_train, plan)
 # The defaults as text, so that invoke hands every INVOKE_* variable on as written (configuration/areas.py says why).
 ns.configure(invoke_defaults())

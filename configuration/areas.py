@@ -96,6 +96,18 @@ class TrainSettings(Area):
 
 
 @dataclass(frozen=True)
+class TrackingSettings(Area):
+    SECTION: typing.ClassVar[tuple] = ("tracking",)
+    store: Path = setting("build/mlflow", "the project's MLflow store: mlflow.db (SQLite) and artifacts/; local runs "
+                          "log there, AWS runs are copied there when no tracking server is on, `invoke ui` shows it",
+                          "training/local_run.py, local/tracking_ui.py, aws/sagemaker_jobs.py, aws/ec2_training.py")
+    experiment: str = setting("dog-breeds", "the MLflow experiment of every training run (local, SageMaker, EC2)",
+                              "training/local_run.py, aws/sagemaker_jobs.py, aws/ec2_training.py")
+    ui_port: int = setting(5000, "the port `invoke ui` serves MLflow's UI on (127.0.0.1)", "local/tracking_ui.py",
+                           minimum=1)
+
+
+@dataclass(frozen=True)
 class LocalSettings(Area):
     SECTION: typing.ClassVar[tuple] = ("local",)
     state_dir: Path = setting(".state", "ports, pids and logs of the local stack",
@@ -238,8 +250,8 @@ class LintSettings(Area):
                             "installed or offline", "tasks.py", choices=("auto", "installed", "offline"))
 
 
-AREAS = (ProjectSettings, DataSettings, TrainSettings, LocalSettings, AwsSettings, TuningSettings, Ec2Settings,
-         LintSettings)
+AREAS = (ProjectSettings, DataSettings, TrainSettings, TrackingSettings, LocalSettings, AwsSettings, TuningSettings,
+         Ec2Settings, LintSettings)
 
 
 def setting_name(area, name):

@@ -22,6 +22,23 @@ def aws_requests_match_the_service_model(request):
                     pytrace=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_tracking_store(tmp_path_factory):
+    """One MLflow store for every training of the session (MLFLOW_TRACKING_URI, which train.py and `invoke train`
+    follow): runs stay out of the repository's build/mlflow, and a new SQLite store's schema migrations (seconds)
+    are paid once instead of once per training. Tests about tracking give their own stores."""
+    from training.tracking import store_uri
+
+    store = tmp_path_factory.mktemp("mlflow-session")
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = store_uri(store)
+    yield store
+    if saved is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
 @pytest.fixture(scope="session")
 def tiny_image_folder(tmp_path_factory):
     """A tiny generated ImageFolder set: 3 classes (Red circle, Green square, Blue triangle), 32 px JPEGs."""

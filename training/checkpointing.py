@@ -109,6 +109,7 @@ class TrainingState:
     in_progress: dict | None = None         # {epoch, batch, sums} of an epoch SIGTERM stopped
     finished: bool = False
     samples_per_rank: list = field(default_factory=list)
+    tracking_run_id: str | None = None      # the MLflow run a resumed run goes on in (rank 0's)
 
     PROGRESS = ("epoch", "history", "best_epoch", "best_valid_loss", "best_model", "stale_epochs", "in_progress",
                 "finished", "samples_per_rank")
@@ -122,7 +123,8 @@ class TrainingState:
             progress["best_model"] = SAME_AS_MODEL
         return {"fingerprint": self.fingerprint, "model": self.model.state_dict(),
                 "backbone_digest": self.backbone_digest, "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng": rngs, "args": vars(self.args), **progress}
+                "scheduler": self.scheduler.state_dict(), "rng": rngs, "args": vars(self.args),
+                "tracking_run_id": self.tracking_run_id, **progress}
 
     def save(self, env, in_progress=None):
         """Write a checkpoint (collective: every rank calls it, rank 0 writes); its path on rank 0, else None."""
@@ -139,6 +141,7 @@ class TrainingState:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         for name in self.PROGRESS:
             setattr(self, name, checkpoint[name])
+        self.tracking_run_id = checkpoint.get("tracking_run_id")
         if self.best_model == SAME_AS_MODEL:
             self.best_model = checkpoint["model"]
         if len(checkpoint["rng"]) == env.world_size:

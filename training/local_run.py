@@ -8,16 +8,18 @@ through configuration.areas.
 """
 
 import logging
+import os
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from configuration.areas import DataSettings, TrainSettings, load
+from configuration.areas import DataSettings, TrackingSettings, TrainSettings, load
 from model_layout import CODE_DIR, CONFIG_FILE, WEIGHTS_FILE
 from training import download, hyperparameters, synthetic
 from training.imagefolder_data import DataError, scan_data
 from training.model_archive import build_model_archive
+from training.tracking import store_uri
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
 SYNTHETIC_PRESET = "synthetic-cpu"
@@ -46,9 +48,14 @@ def training_data(config, *, progress=False):
     return data.synthetic_dir, SYNTHETIC_PRESET
 
 
-def train_command(train, *, data, chosen, preset=None, workers=1, fresh=False):
+def train_command(train, *, data, chosen, preset=None, workers=1, fresh=False, tracking=None):
     """The command line that trains (python train.py ..., or torchrun with `workers` processes) with the paths of
-    `train` (TrainSettings) and the `chosen` hyperparameters; a preset they name replaces the synthetic one."""
+    `train` (TrainSettings), the MLflow store and experiment of `tracking` (TrackingSettings; default: the declared
+    ones) and the `chosen` hyperparameters; a preset they name replaces the synthetic one.
+
+    MLFLOW_TRACKING_URI, when set (a team's tracking server), wins over the store, as it does for every MLflow tool:
+    train.py reads it itself."""
+    tracking = tracking or TrackingSettings()
     workers = int(workers)
     if workers < 1:
         raise LocalTrainingError(f"workers must be at least 1, got {workers}")
@@ -56,7 +63,10 @@ def train_command(train, *, data, chosen, preset=None, workers=1, fresh=False):
     if workers > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={workers}"]
     args = ["--data", str(data), "--model-dir", str(train.model_dir), "--output-dir", str(train.output_dir),
-            "--checkpoint-dir", str(train.checkpoint_dir), "--archive", str(train.archive)]
+            "--checkpoint-dir", str(train.checkpoint_dir), "--archive", str(train.archive),
+            "--experiment", tracking.experiment]
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        args += ["--tracking-uri", store_uri(tracking.store)]
     if preset and "preset" not in chosen:
         args += ["--preset", preset]
     if fresh:
@@ -77,7 +87,8 @@ def train_locally(config, *, workers=1, fresh=False, assignments=(), progress=No
             scan_data(data)
         except DataError as error:
             raise LocalTrainingError(f"error: {error}", 2) from None
-    command = train_command(train, data=data, chosen=chosen, preset=preset, workers=workers, fresh=fresh)
+    command = train_command(train, data=data, chosen=chosen, preset=preset, workers=workers, fresh=fresh,
+                            tracking=load(config, TrackingSettings))
     log.info("running %s", shlex.join(command))
     result = subprocess.run(command)
     if result.returncode != 0:

@@ -43,6 +43,7 @@ from training.evaluation_report import predict_test_split, write_evaluation_repo
 from training.imagefolder_data import DataError, scan_data  # noqa: E402
 from training.metric_lines import SPLITS, epoch_line, flat_metrics  # noqa: E402
 from training.model_archive import build_model_archive, write_model_dir  # noqa: E402
+from training.tracking import DEFAULT_EXPERIMENT, TrackingError, output_store_uri, open_run  # noqa: E402
 from training.trainers import Run, StopRequested, Sums, make_trainer  # noqa: E402
 from training.training_curve import write_training_curve  # noqa: E402
 
@@ -100,6 +101,11 @@ def _add_folder_flags(add):
         help="head mode: where backbone features are cached (empty: <checkpoint-dir>/features; on SageMaker "
              f"{SAGEMAKER_FEATURE_CACHE}, which SageMaker does not sync)")
     add("--archive", default="", help="also write model.tar.gz of the model directory here (empty: do not)")
+    add("--tracking-uri", "--tracking_uri", dest="tracking_uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""),
+        help="the MLflow tracking URI rank 0 logs the run to (default: MLFLOW_TRACKING_URI; empty: a SQLite store in "
+             "<output-dir>/mlflow, which the output keeps)")
+    add("--experiment", default=os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT,
+        help="the MLflow experiment of the run (default: MLFLOW_EXPERIMENT_NAME, else dog-breeds)")
 
 
 def get_args_parser():
@@ -184,6 +190,7 @@ def _device(choice):
 def main(args):
     """Train as `args` say; returns the final metrics (also in <output-dir>/metrics.json)."""
     _check_args(args)
+    args.tracking_uri = args.tracking_uri or output_store_uri(args.output_dir)
     device_type = _device(args.device)
     env = setup_distributed(device_type)
     setup_logging(env, args.verbose)
@@ -216,9 +223,21 @@ def _train(args, env, device_type):
         state = TrainingState(trainer.model, optimizer, scheduler, args, fingerprint, trainer.backbone_digest)
         if checkpoint is not None:
             _resume(state, checkpoint, env)
-        while not state.finished and state.epoch < args.epochs:
-            _train_and_evaluate_epoch(run, trainer, state)
-        return _write_results(run, trainer, state, started)
+        with _open_tracking(args, env, data, state) as tracking:
+            while not state.finished and state.epoch < args.epochs:
+                _train_and_evaluate_epoch(run, trainer, state, tracking)
+            return _write_results(run, trainer, state, started, tracking)
+
+
+def _open_tracking(args, env, data, state):
+    """The MLflow run (rank 0): the checkpoint's run when resuming, with the epochs it lacks logged now."""
+    try:
+        tracking = open_run(args, env, data, state.history, resume_run_id=state.tracking_run_id,
+                            interruptions=(TrainingInterrupted, KeyboardInterrupt))
+    except TrackingError as error:
+        raise UsageError(str(error)) from None
+    state.tracking_run_id = tracking.run_id
+    return tracking
 
 
 def _configure_device(args, env, device_type):
@@ -270,7 +289,7 @@ def _resume(state, checkpoint, env):
     log.info("resuming from the checkpoint in %s at %s", state.args.checkpoint_dir, where)
 
 
-def _train_and_evaluate_epoch(run, trainer, state):
+def _train_and_evaluate_epoch(run, trainer, state, tracking):
     """One epoch: train (from where SIGTERM stopped it, if it did), evaluate, log, checkpoint."""
     env, epoch = run.env, state.epoch + 1
     epoch_started = time.perf_counter()
@@ -300,15 +319,16 @@ def _train_and_evaluate_epoch(run, trainer, state):
                      "images_per_second": round(throughput, 1), **flat_metrics(split_metrics)},
                     split_metrics["valid"]["loss"])
     state.save(env)
+    tracking.log_epochs(state.history[-1:])
     if run.should_stop():       # every rank at once: the flag of one is not the others'
         if env.is_main:
             log.warning("SIGTERM: checkpoint of epoch %d saved; run again to resume", epoch)
         raise TrainingInterrupted()
 
 
-def _write_results(run, trainer, state, started):
+def _write_results(run, trainer, state, started, tracking):
     """The best epoch's model directory (and archive), the evaluation report, metrics.json and the training
-    curve."""
+    curve, logged to the MLflow run with the output folder."""
     args, env = run.args, run.env
     best = state.load_best()
     predictions = predict_test_split(trainer, run.data, env)      # every rank's test shard, on rank 0
@@ -319,7 +339,7 @@ def _write_results(run, trainer, state, started):
     report = {"final": final, "history": state.history, "world_size": env.world_size,
               "train_samples_per_rank": state.samples_per_rank, "class_names": run.data.class_names,
               "elapsed_seconds": round(time.perf_counter() - started, 2),
-              "settings": dict(vars(args)), **trainer.figures()}
+              "settings": dict(vars(args)), **trainer.figures(), "mlflow": tracking.record}
     if env.is_main:
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -332,6 +352,7 @@ def _write_results(run, trainer, state, started):
         log.info("model %s written to %s", config["model_version"], args.model_dir)
         if args.archive:
             log.info("archive written to %s", build_model_archive(args.model_dir, args.archive))
+        tracking.finish(report, output_dir, args.model_dir)
     env.barrier()
     return report
 
