@@ -67,6 +67,7 @@ def test_a_run_without_a_tracking_uri_keeps_its_mlflow_run_in_its_output_folder(
         assert steps(client, run, key) == [(row["epoch"], pytest.approx(row[key])) for row in written["history"]]
     assert run.data.metrics["best_epoch"] == written["final"]["best_epoch"]
     assert run.data.metrics["best_valid_loss"] == pytest.approx(written["final"]["valid_loss"])
+    assert run.data.metrics["evaluation_test_accuracy"] == pytest.approx(written["evaluation"]["test_accuracy"])
 
 
 def test_the_run_names_its_data_by_a_fingerprint_that_finds_the_runs_on_the_same_data(tracked, tiny_image_folder):
@@ -99,7 +100,11 @@ def test_the_run_holds_the_output_folder_and_the_model_directory_as_artifacts(tr
     work, _ = tracked
     client, run = only_run(tracking.store_uri(work / "output" / "mlflow"))
     logged = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path)))
-    assert sorted(p.name for p in (logged / "output").iterdir()) == ["metrics.json", "training_curve.png"]
+    # the evaluation report is in the output folder before the artifacts are logged (contract 1)
+    assert sorted(p.name for p in (logged / "output").iterdir()) == ["evaluation", "metrics.json",
+                                                                      "training_curve.png"]
+    assert (logged / "output" / "evaluation" / "report.json").read_bytes() == (
+        work / "output" / "evaluation" / "report.json").read_bytes()
     assert json.loads((logged / "output" / "metrics.json").read_text())["mlflow"]["run_id"] == run.info.run_id
     model = work / "model"
     assert (logged / "model" / "model.pth").read_bytes() == (model / "model.pth").read_bytes()
