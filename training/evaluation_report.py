@@ -200,7 +200,8 @@ def confusion_figure(matrix, class_names):
 def per_class_figure(matrix, class_names, overall):
     """The ten worst classes by name (with correct / images), and every class's accuracy in increasing order."""
     Figure, _ = matplotlib_agg()
-    figure = Figure(figsize=(11, 4), dpi=DPI, layout="constrained")
+    figure = Figure(figsize=(11, 4), dpi=DPI)
+    figure.subplots_adjust(left=0.2, right=0.98, bottom=0.12, top=0.92, wspace=0.25)
     worst_axes, all_axes = figure.subplots(1, 2, width_ratios=(1, 1.3))
     accuracy = per_class_accuracy(matrix)
     worst = worst_classes(accuracy)
