@@ -23,8 +23,8 @@ from invoke.exceptions import Exit
 from aws.bootstrap import bootstrap_outputs
 from aws.session import REPO_ROOT, aws_settings, client, split_s3_uri
 from aws.terraform_root import endpoint_image_settings
-from stack_common.model_versions import (APPROVED, PENDING, ModelVersion, approval_text, find_version, metric_values,
-                                         parse_version_number, transition_refusal)
+from stack_common.model_versions import (APPROVED, PENDING, ModelVersion, approval_text, data_fingerprint,
+                                         find_version, metric_values, parse_version_number, transition_refusal)
 
 # What SageMaker accepts in a CustomerMetadataProperties value: letters, numbers, spaces and _.:/=+-@ (1-256).
 METADATA_FORBIDDEN = re.compile(r"[^\w\s.:/=+\-@]")
@@ -159,12 +159,6 @@ def register(c, identity, *, model_data_url, source, generated_by, data, report=
     print(f"registered as version {number} of model package group {group_name(c)}, pending approval: "
           f"`invoke models --target aws`, then `invoke approve {number} --target aws`")
     return arn
-
-
-def data_fingerprint(report):
-    """The data set's fingerprint in metrics.json (training/tracking.py writes it), "" when it has none."""
-    found = report.get("data_fingerprint") or (report.get("data") or {}).get("fingerprint", "")
-    return found if isinstance(found, str) else ""
 
 
 def _version(package):

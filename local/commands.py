@@ -1,7 +1,10 @@
-"""The local target's commands, the same five as aws/commands.py's: deploy, status, destroy, predict, train.
+"""The local target's commands, the same as aws/commands.py's: deploy, status, destroy, predict, train, models,
+approve.
 
 Each prints for the terminal and turns expected failures into invoke's one-line Exit; the work itself is in
-stack.py (the stack), stack_common/ (the function's client, shared with AWS) and training/ (local_run.py).
+stack.py (the stack), stack_common/ (the function's client, shared with AWS), training/ (local_run.py) and
+model_registry.py (the MLflow model registry: every local training registers a version; the stack shows the one
+it serves).
 """
 
 import time
@@ -9,12 +12,13 @@ import time
 from invoke.exceptions import Exit
 
 from configuration.areas import TrainSettings, load
-from local import stack
+from local import model_registry, stack
 from local.errors import StackError
 from local.servers import COMPONENTS
 from local.settings import LocalSettings
-from local.supervision import STATE_FILE, read_state
+from local.supervision import STATE_FILE, read_state, write_state
 from stack_common.function_client import local_lambda_client
+from stack_common.model_versions import APPROVED, REJECTED, print_versions
 from stack_common.predict import predict_through
 
 RUNTIME_NAMES = {"toolkit": "toolkit (AWS's SageMaker PyTorch toolkit on TorchServe, as in the inference image)",
@@ -35,15 +39,43 @@ def _ensure_model_function(c):
             local_run.ensure_model(c.config, progress=True)
         except local_run.LocalTrainingError as error:
             raise StackError(f"training the model failed: {error}") from None
+        _register(c, "local training (invoke deploy, no model yet)")
 
     return ensure_model
+
+
+def _register(c, source):
+    """Register the model training just wrote as a version pending approval, and say so."""
+    try:
+        version = model_registry.register_trained_model(c.config, source)
+    except Exception as error:    # the model is trained and usable: say why it is not registered, go on
+        print(f"the model was not registered: {type(error).__name__}: {error}")
+        return None
+    if version is None:
+        print("the model was not registered: its run was not tracked (no \"mlflow\" in metrics.json)")
+    else:
+        print(f"registered as version {version.number} of {model_registry.model_name(c.config)}, pending approval "
+              f"({model_registry.registry_uri(c.config)}): `invoke models`, `invoke approve {version.number}`")
+    return version
+
+
+def registered_text(c, weights_version):
+    """`registered version N (status)` of the model served, or `not registered` (trained before the registry)."""
+    try:
+        version = model_registry.served_version(c.config, weights_version)
+    except Exception as error:
+        return f"registry unreadable ({type(error).__name__}: {error})"
+    if version is None:
+        return "not registered"
+    return f"registered version {version.number} of {model_registry.model_name(c.config)} ({version.status})"
 
 
 def _print_deployed(settings, state, seconds):
     model = state["model"]
     top = (state["smoke_test"]["answer"].get("predictions") or [{}])[0]
     print(f"local stack is up in {seconds:.1f} s: model {model['arch']} "
-          f"{model['image_size']} px, {model['num_classes']} classes, version {model['model_version']}")
+          f"{model['image_size']} px, {model['num_classes']} classes, version {model['model_version']}, "
+          f"{state.get('registered', 'not registered')}")
     print(f"  function  {state['function']['url']}  lambda {settings.function_name}, reserved concurrency "
           f"{settings.reserved_concurrency}, pid {state['function']['pid']}, log {state['function']['log']}")
     endpoint = state["endpoint"]
@@ -66,6 +98,8 @@ def deploy(c):
         raise Exit(f"deploy failed: {error}")
     except KeyboardInterrupt:
         raise Exit("deploy interrupted: everything it had started was stopped")
+    state["registered"] = registered_text(c, state["model"].get("model_version"))
+    write_state(settings, state)
     _print_deployed(settings, state, time.perf_counter() - started)
     return state
 
@@ -107,7 +141,8 @@ def status(c):
         return state
     model = state.get("model", {})
     print(f"local stack {state.get('status')} since {state.get('started_at')}: model {model.get('arch')} "
-          f"version {model.get('model_version')} ({model.get('num_classes')} classes, {model.get('image_size')} px)")
+          f"version {model.get('model_version')} ({model.get('num_classes')} classes, {model.get('image_size')} px), "
+          f"{state.get('registered', 'not registered')}")
     for component in COMPONENTS:
         record = state.get(component)
         print(_component_line(component, record) if record else f"  {component:<8}  not started")
@@ -136,15 +171,30 @@ def train(c, workers=1, instances=1, spot=False, fresh=False, assignments=()):
     except local_run.LocalTrainingError as error:
         raise Exit(None if error.already_reported else str(error), code=error.exit_code)
     print(f"model directory {model_dir}, archive {load(c, TrainSettings).archive}")
+    _register(c, f"local training (invoke train, {int(workers)} worker{'s' if int(workers) > 1 else ''})")
     return model_dir
 
 
+
 def models(c):
-    """List the local registry's model versions (the MLflow model registry of the project's tracking store)."""
-    raise Exit("the local model registry needs the MLflow tracking store, which is not in this checkout yet: "
-               "use --target aws")
+    """List the local registry's versions, newest first, with metrics, data, source and approval."""
+    try:
+        found = model_registry.versions(c.config)
+    except Exception as error:
+        raise Exit(f"cannot read the model registry at {model_registry.registry_uri(c.config)}: "
+                   f"{type(error).__name__}: {error}") from None
+    print_versions(f"registered model {model_registry.model_name(c.config)} ({model_registry.registry_uri(c.config)})",
+                   found)
+    return found
 
 
 def approve(c, version, reject=False, reason=""):
-    """Approve (or reject) a local model version."""
-    return models(c)
+    """Approve (or reject) a local version as git's user.email (else the login name), with a reason."""
+    status = REJECTED if reject else APPROVED
+    try:
+        before, who = model_registry.set_approval(c.config, version, status, reason or "")
+    except model_registry.RegistryError as error:
+        raise Exit(str(error)) from None
+    print(f"version {before.number} of {model_registry.model_name(c.config)}: {before.status} -> {status} by {who}"
+          + (f" ({reason})" if reason else ""))
+    return status

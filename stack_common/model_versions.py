@@ -41,6 +41,13 @@ def metric_values(final):
     return values
 
 
+def data_fingerprint(report):
+    """The data set's digest in train.py's metrics.json ("dataset", training/tracking.py's dataset_fingerprint; the
+    run's MLflow tag dataset_digest holds the same), "" when the report has none."""
+    found = (report.get("dataset") or {}).get("digest", "")
+    return found if isinstance(found, str) else ""
+
+
 def metrics_text(metrics):
     if not metrics:
         return "no metrics"

@@ -172,7 +172,7 @@ def register_version(c, model_uri, *, approve=False, reason="", metrics=None, so
         c, identity, model_data_url=model_uri, source=source, generated_by=source.rsplit(" ", 1)[-1],
         data=f"s3://{BUCKET}/data/dogImages/",
         report={"final": metrics or {"valid_accuracy": 0.8125, "valid_loss": 0.61, "test_accuracy": 0.79,
-                                     "test_loss": 0.66}, "data_fingerprint": "sha256:0a1b2c"})
+                                     "test_loss": 0.66}, "dataset": {"digest": "0a1b2c3d4e5f6a7b"}})
     if approve:
         model_registry.set_approval(c, identity, arn.rsplit("/", 1)[-1], APPROVED, reason)
     return arn

@@ -39,7 +39,7 @@ def test_models_lists_versions_newest_first_with_metrics_data_source_and_approva
     assert printed.index("   2  PendingManualApproval") < printed.index("   1  Approved")
     assert "valid accuracy 0.8125 loss 0.6100, test accuracy 0.7900 loss 0.6600" in printed
     assert "valid accuracy 0.5000 loss 1.5000" in printed
-    assert f"data: s3://{BUCKET}/data/dogImages/ (fingerprint sha256:0a1b2c)" in printed
+    assert f"data: s3://{BUCKET}/data/dogImages/ (fingerprint 0a1b2c3d4e5f6a7b)" in printed
     assert "source: EC2 training host i-0abc" in printed
     assert re.search(rf"approved by {re.escape(CALLER)} at \S+: baseline for the demo", printed)
 
@@ -108,7 +108,7 @@ def test_plan_deploys_the_newest_approved_version_and_its_review_names_it(regist
     assert json.loads(files["meta"].read_text())["model_package_arn"] == second
     assert f"| Version | 2 of model package group `dog-breeds` (`{second}`) |" in review
     assert "| Metrics | valid accuracy 0.8125 loss 0.6100, test accuracy 0.7900 loss 0.6600 |" in review
-    assert f"| Data | s3://{BUCKET}/data/dogImages/ (fingerprint sha256:0a1b2c) |" in review
+    assert f"| Data | s3://{BUCKET}/data/dogImages/ (fingerprint 0a1b2c3d4e5f6a7b) |" in review
     assert "| Source | SageMaker training job dog-breeds-2 |" in review
     assert re.search(rf"\| Approval \| approved by {re.escape(CALLER)} at \S+: better on test \|", review)
     assert files["review"].read_text() == review

@@ -30,9 +30,9 @@ def account(moto_account, tmp_path):
 
 
 REPORT = {"final": {"valid_accuracy": 0.8125, "valid_loss": 0.61, "test_accuracy": 0.79, "test_loss": 0.66},
-          "data_fingerprint": "sha256:0a1b2c", "mlflow": {"tracking_uri": "arn:aws:sagemaker:us-east-1:123456789012:"
-                                                          "mlflow-tracking-server/dog-breeds", "experiment_id": "1",
-                                                          "run_id": "4f3e2d1c"}}
+          "dataset": {"digest": "0a1b2c3d4e5f6a7b"},
+          "mlflow": {"tracking_uri": "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/dog-breeds",
+                     "experiment_id": "1", "run_id": "4f3e2d1c"}}
 
 
 def write_output_when_created(c, report=REPORT):
@@ -107,7 +107,7 @@ def test_a_training_job_registers_its_model_pending_approval_with_metrics_data_a
     assert {name: float(properties[name]) for name in ("valid_accuracy", "valid_loss", "test_accuracy",
                                                        "test_loss")} == REPORT["final"]
     assert properties["data"] == f"s3://{BUCKET}/data/dogImages/"
-    assert properties["data_fingerprint"] == "sha256:0a1b2c"
+    assert properties["data_fingerprint"] == "0a1b2c3d4e5f6a7b"
     assert properties["mlflow_run_id"] == "4f3e2d1c"
     assert properties["source"] == f"SageMaker training job {job}"
     [container] = version["InferenceSpecification"]["Containers"]

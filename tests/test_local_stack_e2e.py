@@ -83,11 +83,21 @@ def class_names(trained_model_dir):
     return json.loads((trained_model_dir / "model_config.json").read_text())["class_names"]
 
 
+REGISTERED_MODEL = "dog-breeds-e2e"
+
+
 @pytest.fixture(scope="module")
 def env(stack_root, trained_model_dir):
+    from local import model_registry
+
+    # The served model is a version of the session's MLflow store (MLFLOW_TRACKING_URI), as `invoke train` leaves it.
+    model_registry.register_trained_model({"train": {"model_dir": str(trained_model_dir),
+                                                     "output_dir": str(trained_model_dir.parent / "output")},
+                                           "tracking": {"experiment": REGISTERED_MODEL}})
     variables = dict(os.environ)
     variables.update({
         "INVOKE_TARGET": "local",
+        "INVOKE_TRACKING_EXPERIMENT": REGISTERED_MODEL,
         "INVOKE_TRAIN_MODEL_DIR": str(trained_model_dir),
         "INVOKE_TRAIN_ARCHIVE": str(trained_model_dir.parent / "model.tar.gz"),
         "INVOKE_LOCAL_STATE_DIR": str(stack_root / "state"),
@@ -175,6 +185,7 @@ def state_of(settings):
 
 def test_deploy_starts_both_servers_and_answers_through_the_function(deployed, settings):
     assert "local stack is up" in deployed and "smoke test through the function" in deployed
+    assert f"registered version 1 of {REGISTERED_MODEL} (PendingManualApproval)" in deployed
     state = state_of(settings)
     assert state["status"] == "running"
     running = processes_of(settings.state_dir)
@@ -194,6 +205,7 @@ def test_invoke_status_shows_what_runs_where_and_which_model(deployed, env, sett
     model_version = json.loads((Path(env["INVOKE_TRAIN_MODEL_DIR"]) / "model_config.json").read_text())[
         "model_version"]
     assert model_version in output
+    assert f"{model_version} (3 classes, 32 px), registered version 1 of {REGISTERED_MODEL}" in output
     assert output.count("healthy") == 2
     assert settings.endpoint_url in output and settings.function_url in output
     assert str(state_of(settings)["endpoint"]["pid"]) in output
