@@ -87,6 +87,8 @@ def _version(found):
 
 def versions(config):
     """Every version of the project's registered model, newest first."""
+    if not _store_exists(registry_uri(config)):
+        return []               # nothing trained yet (and reading would create the store)
     client = _client(registry_uri(config))
     name = model_name(config)
     if not _has_registered_model(client, name):
@@ -124,12 +126,16 @@ def set_approval(config, number, status, reason=""):
     return before, who
 
 
+def _store_exists(uri):
+    store = sqlite_store_dir(uri)
+    return store is None or (store / DATABASE).exists()
+
+
 def served_version(config, weights_version):
     """The registered version of the model whose weights hash to `weights_version`, or None (a model directory
     trained before the registry, or by an untracked run)."""
     uri = registry_uri(config)
-    store = sqlite_store_dir(uri)
-    if not weights_version or (store is not None and not (store / DATABASE).exists()):
+    if not weights_version or not _store_exists(uri):
         return None             # no store yet: nothing was registered (and reading would create one)
     client = _client(uri)
     name = model_name(config)
