@@ -21,6 +21,7 @@ from invoke.exceptions import Exit
 from aws.bootstrap import placeholder_model_url
 from aws import model_registry
 from aws.sagemaker_jobs import source_archive, stage_source
+from aws.tracking_runs import SERVER_OUTPUT, bring_home, job_environment
 from aws.session import (aws_settings, client, ec2_settings, poll_until, require_credentials, s3_uri, split_s3_uri,
                          stops_with_one_line)
 from configuration.areas import DataSettings, TrainSettings, load
@@ -154,8 +155,14 @@ def metrics_uri_of(model_uri):
     return model_uri.rsplit("/", 1)[0] + "/metrics.json"
 
 
-def steps(c, source_uri, model_uri, assignments=()):
-    """[(title, shell script)] run on the host, in order."""
+def output_archive_uri(model_uri):
+    """Where the host uploads its output folder (metrics.json, the run's MLflow store): next to the model."""
+    return model_uri.rsplit("/", 1)[0] + "/output.tar.gz"
+
+
+def steps(c, source_uri, model_uri, assignments=(), server_arn=""):
+    """[(title, shell script)] run on the host, in order; train.py logs to the MLflow tracking server `server_arn`
+    when there is one, else into the output folder that the last step uploads."""
     host = ec2_settings(c)
     workdir, data_root, python = shlex.quote(host.workdir), shlex.quote(host.data_root), host.python
     data_dir = f"{host.data_root}/dogImages"  # where training/ec2-data-download.sh unpacks the archive
@@ -163,6 +170,8 @@ def steps(c, source_uri, model_uri, assignments=()):
     # Ubuntu (the Deep Learning AMI), and dash has no `-o pipefail`; no step pipes, so `-eu` loses nothing.
     prologue = f"set -eu; export HOME=${{HOME:-/root}}; PY={python}; cd {workdir}"
     metrics_uri = metrics_uri_of(model_uri)
+    tracking = " ".join(f"{name}={shlex.quote(value)}" for name, value in job_environment(server_arn, c).items())
+    output = HOST_PATHS["output_dir"]
     return [
         ("fetch the code", f"set -eu; rm -rf {workdir}; mkdir -p {workdir}; "
                            f"cd {workdir}; aws s3 cp --only-show-errors {source_uri} source.tar.gz; "
@@ -172,10 +181,12 @@ def steps(c, source_uri, model_uri, assignments=()):
                            "$PY -m pip install --quiet -r training/requirements.txt; fi"),
         ("download the data", f"{prologue}; DATA_ROOT={data_root} MODEL_DIR={HOST_PATHS['model_dir']} "
                               f"DATA_URL={shlex.quote(load(c, DataSettings).url)} bash training/ec2-data-download.sh"),
-        ("train", f"{prologue}; $PY training/train.py --data {shlex.quote(data_dir)} "
+        ("train", f"{prologue}; {tracking} $PY training/train.py --data {shlex.quote(data_dir)} "
                   f"{train_arguments(c, assignments)}"),
         ("upload the model", f"{prologue}; aws s3 cp --only-show-errors {HOST_PATHS['archive']} {model_uri}; "
-                             f"aws s3 cp --only-show-errors {HOST_PATHS['output_dir']}/metrics.json {metrics_uri}"),
+                             f"aws s3 cp --only-show-errors {output}/metrics.json {metrics_uri}; "
+                             f"tar -czf build/output.tar.gz -C {output} .; "
+                             f"aws s3 cp --only-show-errors build/output.tar.gz {output_archive_uri(model_uri)}"),
     ]
 
 
@@ -200,13 +211,15 @@ def ec2_train(c, keep=False, assignments=()):
             client(c, "s3").upload_file(str(archive), *split_s3_uri(source_uri))
         wait_for_ssm(c, instance_id)
         log_group = outputs.get("ec2_log_group_name")
-        for title, script in steps(c, source_uri, model_uri, assignments):
+        server = outputs.get(SERVER_OUTPUT) or ""
+        for title, script in steps(c, source_uri, model_uri, assignments, server_arn=server):
             run_remote(c, instance_id, title, script, log_group=log_group)
         metrics_uri = metrics_uri_of(model_uri)
         model_registry.register(c, identity, model_data_url=model_uri, source=f"EC2 training host {instance_id}",
                                 generated_by=instance_id, data=load(c, DataSettings).url,
                                 report=model_registry.training_report(c, metrics_uri), metrics_uri=metrics_uri,
                                 details={"ec2_instance": instance_id, "ec2_run": run})
+        bring_home(c, server, [output_archive_uri(model_uri)], f"EC2 run {run}")
     finally:
         if keep:
             print(f"--keep: host {instance_id} keeps running (`aws ssm start-session --target {instance_id}`); "

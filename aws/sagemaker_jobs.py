@@ -26,6 +26,8 @@ from invoke.exceptions import Exit
 
 from aws.bootstrap import bootstrap_outputs
 from aws import model_registry
+from aws.tracking_runs import (bring_home, job_environment, tracking_server_arn, training_job_output,
+                               tuning_trial_outputs)
 from aws.session import (REPO_ROOT, aws_settings, boto_session, bucket_name, client, require_credentials, s3_prefix,
                          s3_uri, split_s3_uri, stops_with_one_line)
 from configuration.areas import DataSettings, TrainSettings, TuningSettings, load
@@ -37,6 +39,9 @@ ENTRY_SCRIPT = "training/train.py"
 # The job's command: the SDK's driver under a relay that hands SageMaker's SIGTERM on to train.py (see the script).
 SIGTERM_RELAY = "training/sigterm_relay.py"
 SOURCE_FOLDERS = ("training", "inference")
+# What train.py needs beyond the training image (mlflow, sagemaker-mlflow): ModelTrainer installs it from
+# training/, the script mode of tuning jobs from the top of the source folder (sagemaker-training's `install`).
+REQUIREMENTS = "training/requirements.txt"
 DATA_CHANNEL = "training"  # train.py reads SM_CHANNEL_TRAINING
 
 # SageMaker records each metric train.py logs (training/metric_lines.py) as `<split>:<metric>`.
@@ -78,6 +83,8 @@ def stage_source(destination):
                 shutil.copy2(path, target / path.name)
     if not (destination / ENTRY_SCRIPT).exists():
         raise Exit(f"{ENTRY_SCRIPT} is missing: nothing to train with")
+    if (destination / REQUIREMENTS).exists():
+        shutil.copy2(destination / REQUIREMENTS, destination / "requirements.txt")
     return destination
 
 
@@ -209,8 +216,10 @@ def uses_torchrun(instances, processes, instance_type, region):
     return processes == 0 and (gpus is None or gpus > 1)
 
 
-def model_trainer(c, identity, source_dir, *, hyperparameters, instances=1, spot=False, checkpoint_uri=None):
-    """A configured ModelTrainer (nothing is started yet); with `spot`, checkpoints go to `checkpoint_uri`."""
+def model_trainer(c, identity, source_dir, *, hyperparameters, instances=1, spot=False, checkpoint_uri=None,
+                  environment=None):
+    """A configured ModelTrainer (nothing is started yet); with `spot`, checkpoints go to `checkpoint_uri`;
+    `environment` is the job's (train.py's MLflow tracking server and experiment)."""
     from sagemaker.core.helper.session_helper import Session
     from sagemaker.core.training.configs import (CheckpointConfig, Compute, MetricDefinition, OutputDataConfig,
                                                  SourceCode, StoppingCondition, Tag)
@@ -223,8 +232,8 @@ def model_trainer(c, identity, source_dir, *, hyperparameters, instances=1, spot
     prefix = aws_settings(c).name_prefix
     if source_dir.startswith("s3://"):
         requirements = None
-    elif (Path(source_dir) / "training/requirements.txt").exists():
-        requirements = "training/requirements.txt"
+    elif (Path(source_dir) / REQUIREMENTS).exists():
+        requirements = REQUIREMENTS
     else:
         requirements = None
     instance_type = aws_settings(c).training_instance_type
@@ -259,6 +268,7 @@ def model_trainer(c, identity, source_dir, *, hyperparameters, instances=1, spot
             checkpoint_config=CheckpointConfig(s3_uri=checkpoint_uri) if spot else None,
             output_data_config=OutputDataConfig(s3_output_path=s3_uri(c, identity, "output")),
             hyperparameters=hyperparameters,
+            environment=dict(environment or {}),
             tags=[Tag(key="Project", value=prefix)],
         )
     return trainer.with_metric_definitions(
@@ -301,9 +311,10 @@ def train(c, instances=1, spot=False, assignments=()):
     model_registry.ensure_group(c, identity)
     from sagemaker.core.utils.exceptions import FailedStatusError  # a 4 s import: only once there is work to do
 
+    server = tracking_server_arn(c, identity)
     with tempfile.TemporaryDirectory(prefix="sagemaker-source-") as staging:
         trainer = model_trainer(c, identity, str(stage_source(staging)), hyperparameters=chosen,
-                                instances=instances, spot=spot)
+                                instances=instances, spot=spot, environment=job_environment(server, c))
         print(f"SageMaker training: {instances} x {trainer.compute.instance_type}"
               f"{', managed spot' if spot else ''}, data {uri}", flush=True)
         try:
@@ -321,6 +332,7 @@ def train(c, instances=1, spot=False, assignments=()):
         raise Exit(f"training job {name} ended {job['TrainingJobStatus']}: {job.get('FailureReason', '')}")
     print(f"training job {name} completed; metrics: {_final_metrics(job)}")
     register_job(c, identity, job, source=f"SageMaker training job {name}", data=uri)
+    bring_home(c, server, [training_job_output(job)], f"training job {name}")
     return job
 
 
@@ -374,6 +386,7 @@ def tune(c, max_jobs=None, parallel=None, objective=None, spot=False, assignment
     model_registry.ensure_group(c, identity)
     from sagemaker.train.tuner import HyperparameterTuner
 
+    server = tracking_server_arn(c, identity)
     with tempfile.TemporaryDirectory(prefix="sagemaker-source-") as staging:
         # Tuning jobs start the script the classic way (sagemaker_submit_directory); upload that archive under the
         # code/ prefix ourselves, since the SDK would put it outside the prefixes the SageMaker role may read.
@@ -383,7 +396,8 @@ def tune(c, max_jobs=None, parallel=None, objective=None, spot=False, assignment
         # CheckpointConfig into the job definition as it is); train.py keeps each job apart inside it, in a
         # folder named after the job (TRAINING_JOB_NAME), which SageMaker syncs to <uri>/<job name>/.
         trainer = model_trainer(c, identity, source, hyperparameters=chosen, instances=1, spot=spot,
-                                checkpoint_uri=s3_uri(c, identity, "checkpoints", f"{name}/"))
+                                checkpoint_uri=s3_uri(c, identity, "checkpoints", f"{name}/"),
+                                environment=job_environment(server, c))
         tuner = HyperparameterTuner(
             model_trainer=trainer, objective_metric_name=metric, objective_type=direction,
             hyperparameter_ranges=ranges, metric_definitions=METRIC_DEFINITIONS,
@@ -406,6 +420,7 @@ def tune(c, max_jobs=None, parallel=None, objective=None, spot=False, assignment
     tuned = " ".join(f"{key}={value}" for key, value in sorted(best.get("TunedHyperParameters", {}).items()))
     register_job(c, identity, job, source=f"SageMaker tuning job {name}: best training job {best['TrainingJobName']}",
                  data=uri, details={"tuning_job": name, "hyperparameters": tuned})
+    bring_home(c, server, tuning_trial_outputs(c, s3_uri(c, identity, "output"), name), f"tuning job {name}")
     return tuning_job
 
 

@@ -46,7 +46,7 @@ def moto_account(aws_credentials):
 
 def make_context(tmp_path, *, hyperparameters=None, tuning=None, ec2=None, data=None, **aws_settings):
     """A task Context of invoke's own Config: aws.* from the keywords, train.hyperparameters, the tuning, ec2 and
-    data sections from theirs, every path under tmp_path."""
+    data sections from theirs, every path under tmp_path (the project's MLflow store: tmp_path / "mlflow")."""
     settings = {
         "region": REGION,
         "profile": "",
@@ -57,7 +57,8 @@ def make_context(tmp_path, *, hyperparameters=None, tuning=None, ec2=None, data=
     }
     config = Config(project_location=str(REPO_ROOT), overrides={
         "aws": settings, "function_zip": str(tmp_path / "function.zip"), "tuning": tuning or {}, "ec2": ec2 or {},
-        "train": {"hyperparameters": hyperparameters or {}}, "data": data or {}})
+        "train": {"hyperparameters": hyperparameters or {}}, "data": data or {},
+        "tracking": {"store": str(tmp_path / "mlflow")}})
     config.load_project()
     return Context(config=config)
 
@@ -176,3 +177,28 @@ def register_version(c, model_uri, *, approve=False, reason="", metrics=None, so
     if approve:
         model_registry.set_approval(c, identity, arn.rsplit("/", 1)[-1], APPROVED, reason)
     return arn
+
+
+def assert_copied(store, archive, copied_from):
+    """The project's store holds exactly the archive's run: params, tags, every metric's history, artifacts."""
+    from mlflow.tracking import MlflowClient
+
+    from training import tracking
+
+    local = MlflowClient(tracking.store_uri(store))
+    runs = local.search_runs([local.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags[tracking.SOURCE_RUN_TAG] == archive.run.info.run_id
+    assert run.data.tags["copied_from"] == copied_from
+    assert run.data.tags[tracking.DATASET_TAG] == archive.run.data.tags[tracking.DATASET_TAG]
+    assert run.data.params == archive.run.data.params
+    assert run.info.status == "FINISHED"
+    assert {key: [(m.step, m.value) for m in local.get_metric_history(run.info.run_id, key)]
+            for key in run.data.metrics} == archive.history
+    assert [(m.step) for m in local.get_metric_history(run.info.run_id, "valid_loss")] == [1, 2]
+    downloaded = Path(local.download_artifacts(run.info.run_id, "", str(store.parent / "downloaded")))
+    assert (downloaded / "model" / "model.pth").read_bytes() == archive.model_bytes
+    assert {"metrics.json", "training_curve.png"} <= {p.name for p in (downloaded / "output").iterdir()}
+    assert not (downloaded / "output" / "mlflow").exists()
+    return run

@@ -67,6 +67,40 @@ def trained_model_dir(tmp_path_factory, tiny_image_folder):
     return work / "model"
 
 
+@pytest.fixture(scope="session")
+def job_output_archive(tmp_path_factory, tiny_image_folder):
+    """What a SageMaker job's output.tar.gz holds with no tracking server: the output folder of a real 2-epoch
+    train.py run, with the run in its own store (mlflow/), as bytes; and that run as MLflow reads it. The folder
+    it was written in is gone, as /opt/ml is for the job's artifacts when the archive is copied. Once per session:
+    MLflow keeps an engine per store URI, which a second store at the same path would find stale."""
+    import io
+    import shutil
+    import tarfile
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    from training import train, tracking
+
+    work = tmp_path_factory.mktemp("job")
+    train.main(train.parse_args([
+        "--data", str(tiny_image_folder), "--model-dir", str(work / "model"), "--output-dir", str(work / "output"),
+        "--checkpoint-dir", str(work / "ck"), "--tracking-uri", tracking.output_store_uri(work / "output"),
+        "--arch", "resnet18", "--weights", "none", "--mode", "finetune", "--image-size", "32", "--epochs", "2",
+        "--patience", "0", "--batch-size", "8", "--num-workers", "0", "--threads", "1"]))
+    source = MlflowClient(tracking.output_store_uri(work / "output"))
+    run = source.search_runs([source.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id])[0]
+    history = {key: [(m.step, m.value) for m in source.get_metric_history(run.info.run_id, key)]
+               for key in run.data.metrics}
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w:gz") as tar:
+        for path in sorted((work / "output").rglob("*")):
+            tar.add(path, arcname=path.relative_to(work / "output").as_posix(), recursive=False)
+    model_bytes = (work / "model" / "model.pth").read_bytes()
+    shutil.rmtree(work)
+    return SimpleNamespace(data=packed.getvalue(), run=run, history=history, model_bytes=model_bytes)
+
+
 CANARY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIACANARY0000000000", "AWS_SECRET_ACCESS_KEY": "canary-secret-key-0000",
                       "AWS_SESSION_TOKEN": "canary-session-token-0000"}
 

@@ -23,9 +23,10 @@ from invoke.exceptions import Exit
 from aws import ec2_training
 from aws.session import boto_session
 from aws_testlib import (  # noqa: F401 (fixtures)
-                              BUCKET, REGION, RequestRecorder, answer, aws_credentials, create_bucket,
+                              BUCKET, REGION, RequestRecorder, answer, assert_copied, aws_credentials, create_bucket,
                               create_model_package_group, make_context, moto_account, refuse,
                               registered_versions, stand_in_terraform, state_outputs)
+from training.tracking import store_uri
 
 def api_parameters(request):
     """The operation's parameters out of the serialized request a before-call hook sees (SSM speaks JSON)."""
@@ -70,9 +71,22 @@ def upload_metrics_when_the_upload_step_runs(c, metrics):
     boto_session(c).events.register("before-call.ssm.SendCommand", upload)
 
 
-def test_ec2_train_runs_download_then_train_then_upload_over_ssm_and_tears_the_host_down(host, tmp_path):
+def upload_output_when_the_upload_step_runs(c, body):
+    """The host's output folder (its run's MLflow store) that the upload step puts next to the model."""
+    def upload(params, **_):
+        script = api_parameters(params)["Parameters"]["commands"][0]
+        for uri in re.findall(r"s3://\S+/output\.tar\.gz", script):
+            bucket, _, key = uri[len("s3://"):].partition("/")
+            boto3.client("s3", region_name=REGION).put_object(Bucket=bucket, Key=key, Body=body)
+
+    boto_session(c).events.register("before-call.ssm.SendCommand", upload)
+
+
+def test_ec2_train_runs_download_then_train_then_upload_over_ssm_and_tears_the_host_down(host, tmp_path,
+                                                                                         job_output_archive):
     requests = RequestRecorder(boto_session(host.c))
     upload_metrics_when_the_upload_step_runs(host.c, {"final": {"valid_accuracy": 0.5, "valid_loss": 1.2}})
+    upload_output_when_the_upload_step_runs(host.c, job_output_archive.data)
     model_uri = ec2_training.ec2_train(host.c, assignments=["batch-size=32"])
 
     assert host.polls[0] == [{"Key": "InstanceIds", "Values": [host.instance_id]}]
@@ -100,6 +114,9 @@ def test_ec2_train_runs_download_then_train_then_upload_over_ssm_and_tears_the_h
     assert "--archive build/model.tar.gz" in train
     assert train.endswith("--epochs 12 --arch resnet50 --batch-size 32")   # train.hyperparameters, then --set
     assert f"aws s3 cp --only-show-errors build/model.tar.gz {model_uri}" in scripts[3]
+    assert " MLFLOW_EXPERIMENT_NAME=dog-breeds $PY training/train.py" in train
+    assert "MLFLOW_TRACKING_URI" not in train         # no tracking server: the host's run comes home in its output
+    assert_copied(tmp_path / "mlflow", job_output_archive, model_uri.replace("model.tar.gz", "output.tar.gz"))
 
     assert model_uri.startswith(f"s3://{BUCKET}/models/ec2-") and model_uri.endswith("/model.tar.gz")
     [version] = registered_versions()
@@ -237,10 +254,16 @@ def test_the_steps_run_under_dash_as_the_ssm_agent_runs_them_and_upload_a_traine
     assert (tmp_path / "aws-calls.log").read_text().splitlines() == [
         f"s3 cp --only-show-errors {source_uri} source.tar.gz",
         f"s3 cp --only-show-errors build/model.tar.gz {model_uri}",
-        "s3 cp --only-show-errors build/output/metrics.json s3://b/models/r/metrics.json"]
+        "s3 cp --only-show-errors build/output/metrics.json s3://b/models/r/metrics.json",
+        "s3 cp --only-show-errors build/output.tar.gz s3://b/models/r/output.tar.gz"]
     with tarfile.open(bucket_root / "b/models/r/model.tar.gz") as archive:
         assert {"model.pth", "model_config.json", "code/inference.py"} <= set(archive.getnames())
-    assert json.loads((bucket_root / "b/models/r/metrics.json").read_text())["final"]["epochs_run"] == 1
+    metrics = json.loads((bucket_root / "b/models/r/metrics.json").read_text())
+    assert metrics["final"]["epochs_run"] == 1
+    # no tracking server: the run is in the output folder's own store, which goes up with the output
+    assert metrics["mlflow"]["tracking_uri"] == store_uri(host / "work" / "build" / "output" / "mlflow")
+    with tarfile.open(bucket_root / "b/models/r/output.tar.gz") as archive:
+        assert {"./metrics.json", "./mlflow/mlflow.db"} <= set(archive.getnames())
 
 
 def test_a_failing_command_in_a_step_fails_the_step_under_dash(tmp_path):

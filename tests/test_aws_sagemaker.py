@@ -10,12 +10,12 @@ import boto3
 import pytest
 from invoke.exceptions import Exit
 
-from aws import sagemaker_jobs
+from aws import sagemaker_jobs, tracking_runs
 from aws.session import aws_settings, boto_session
 from configuration.areas import TuningSettings, load
-from aws_testlib import (BUCKET, REGION, RequestRecorder, answer, create_bucket,  # noqa: F401
-                         create_model_package_group, create_role, make_context, moto_account, aws_credentials,
-                         refuse, registered_versions, training_output)
+from aws_testlib import (BUCKET, REGION, RequestRecorder, answer, assert_copied, create_bucket,  # noqa: F401
+                         create_model_package_group, create_role, make_context, moto_account,
+                         aws_credentials, refuse, registered_versions, training_output)
 
 DATA = ["data/dogImages/train/001.Affenpinscher/a.jpg", "data/dogImages/valid/001.Affenpinscher/b.jpg"]
 
@@ -457,3 +457,74 @@ def test_with_the_sdks_role_check_on_a_refused_role_stops_with_one_line(account,
     assert message.endswith("or leave the SDK's check off (aws.sdk_role_validation: false; docs/aws.md says why)")
     assert "\n" not in message and "ecr:GetAuthorizationToken" not in message
     assert iam_simulator and "CreateTrainingJob" not in requests.names()
+
+
+def _put_output_when_created(c, requests, operation, key_of, body):
+    """moto completes a job at once and writes no output: put `body` where the job's output would be."""
+    def put(**_):
+        sent = requests.of(operation)[-1]
+        boto3.client("s3", region_name=REGION).put_object(Bucket=BUCKET, Key=key_of(sent), Body=body)
+    boto_session(c).events.register(f"after-call.sagemaker.{operation}", put)
+
+
+def test_with_no_tracking_server_the_jobs_mlflow_run_is_copied_into_the_projects_store(account, tmp_path,
+                                                                                       job_output_archive):
+    c, requests, _ = account
+    _put_output_when_created(c, requests, "CreateTrainingJob",
+                             lambda sent: f"output/{sent['TrainingJobName']}/output/output.tar.gz",
+                             job_output_archive.data)
+    sagemaker_jobs.train(c)
+
+    sent = requests.of("CreateTrainingJob")[0]
+    assert sent["Environment"] == {"MLFLOW_EXPERIMENT_NAME": "dog-breeds"}      # no server: the run stays in output
+    output = f"s3://{BUCKET}/output/{sent['TrainingJobName']}/output/output.tar.gz"
+    assert_copied(tmp_path / "mlflow", job_output_archive, output)
+    tracking_runs.bring_home(c, "", [output], "the same job again")             # copied once only
+    assert_copied(tmp_path / "mlflow", job_output_archive, output)
+
+
+def test_every_tuning_trials_mlflow_run_is_copied_into_the_projects_store(account, tmp_path, job_output_archive):
+    c, requests, _ = account
+    _best_job_of_moto(BUCKET)
+    _put_output_when_created(c, requests, "CreateHyperParameterTuningJob",
+                             lambda sent: f"output/{sent['HyperParameterTuningJobName']}-001-0a1b2c3d/output/"
+                                          "output.tar.gz", job_output_archive.data)
+    boto3.client("s3", region_name=REGION).put_object(Bucket=BUCKET, Key="output/another-job/output/output.tar.gz",
+                                                      Body=b"not this tuning job's")
+    sagemaker_jobs.tune(c, max_jobs=2, parallel=1)
+
+    sent = requests.of("CreateHyperParameterTuningJob")[0]
+    assert sent["TrainingJobDefinition"]["Environment"] == {"MLFLOW_EXPERIMENT_NAME": "dog-breeds"}
+    assert_copied(tmp_path / "mlflow", job_output_archive,
+                  f"s3://{BUCKET}/output/{sent['HyperParameterTuningJobName']}-001-0a1b2c3d/output/output.tar.gz")
+
+
+def test_with_the_tracking_server_on_jobs_and_trials_log_to_it(moto_account, tmp_path):
+    from aws_testlib import stand_in_terraform
+
+    create_role("dog-breeds-sagemaker")
+    create_bucket(objects=DATA)
+    create_model_package_group()
+    terraform_dir = stand_in_terraform(tmp_path)
+    server = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/dog-breeds"
+    (terraform_dir / "tracking_server.tf").write_text(f'output "mlflow_tracking_server_arn" {{\n'
+                                                      f'  value = "{server}"\n}}\n')
+    c = make_context(tmp_path, bucket=BUCKET, terraform_dir=str(terraform_dir), bootstrap_targets=[])
+    requests = RequestRecorder(boto_session(c))
+    sagemaker_jobs.train(c)
+    _best_job_of_moto(BUCKET)
+    sagemaker_jobs.tune(c, max_jobs=2, parallel=1)
+
+    expected = {"MLFLOW_TRACKING_URI": server, "MLFLOW_EXPERIMENT_NAME": "dog-breeds"}
+    assert requests.of("CreateTrainingJob")[0]["Environment"] == expected
+    assert requests.of("CreateHyperParameterTuningJob")[0]["TrainingJobDefinition"]["Environment"] == expected
+    assert not (tmp_path / "mlflow").exists()          # nothing to copy: the runs are on the server
+
+
+def test_the_staged_source_installs_mlflow_in_training_jobs_and_in_tuning_trials(tmp_path):
+    staged = sagemaker_jobs.stage_source(tmp_path / "staged")
+    wanted = {line.split("==")[0] for line in (staged / "training" / "requirements.txt").read_text().splitlines()
+              if line and not line.startswith("#")}
+    assert wanted == {"mlflow", "sagemaker-mlflow"}
+    # ModelTrainer installs training/requirements.txt; the script mode of tuning jobs the top-level one
+    assert (staged / "requirements.txt").read_text() == (staged / "training" / "requirements.txt").read_text()

@@ -79,6 +79,8 @@ def test_the_run_names_its_data_by_a_fingerprint_that_finds_the_runs_on_the_same
                                                                 "classes")} == {
         "train_samples": "24", "valid_samples": "12", "test_samples": "12", "classes": "3"}
     assert [dataset.dataset.digest for dataset in run.inputs.dataset_inputs] == [fingerprint["digest"]]
+    # metrics.json names the data too (the registries record it with the version)
+    assert json.loads((work / "output" / "metrics.json").read_text())["dataset"] == fingerprint
     found = client.search_runs([run.info.experiment_id],
                                f"tags.{tracking.DATASET_TAG} = '{fingerprint['digest']}'")
     assert [r.info.run_id for r in found] == [run.info.run_id]

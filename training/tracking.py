@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -91,12 +92,14 @@ def experiment_id(client, tracking_uri, name):
 class RunTracking:
     """The MLflow run of one training run, on rank 0; on every other rank each method does nothing.
 
-    `record` is what metrics.json keeps under "mlflow": {tracking_uri, experiment_id, run_id}. As a context, a run
-    that an exception leaves ends KILLED (one of `interruptions`: SIGTERM, Ctrl-C; a resumed run goes on) or FAILED."""
+    `record` is what metrics.json keeps under "mlflow": {tracking_uri, experiment_id, run_id}, `dataset` what it keeps
+    under "dataset": {digest, classes, <split>_samples}. As a context, a run that an exception leaves ends KILLED
+    (one of `interruptions`: SIGTERM, Ctrl-C; a resumed run goes on) or FAILED."""
 
-    def __init__(self, client=None, record=None, interruptions=()):
+    def __init__(self, client=None, record=None, interruptions=(), dataset=None):
         self.client = client
         self.record = record or {}
+        self.dataset = dataset or {}
         self.interruptions = interruptions
         self.ended = False
 
@@ -127,13 +130,15 @@ class RunTracking:
         store kept inside it) and the model directory under model/; the run ends FINISHED."""
         if not self.client:
             return
+        from mlflow.entities import Metric
+
         final = {"best_epoch": report["final"]["best_epoch"], "epochs_run": report["final"]["epochs_run"],
                  **{f"best_{key}": value for key, value in report["final"].items()
                     if key.split("_")[0] in SPLITS}}
         final.update({f"evaluation_{key}": value for key, value in (report.get("evaluation") or {}).items()
                       if isinstance(value, (int, float)) and not isinstance(value, bool)})
-        for key, value in final.items():
-            self.client.log_metric(self.run_id, key, float(value))
+        self.client.log_batch(self.run_id, metrics=[Metric(key, float(value), _now_ms(), 0)
+                                                    for key, value in final.items()])
         store = sqlite_store_dir(self.record["tracking_uri"])
         for entry in sorted(Path(output_dir).iterdir()):
             if store is not None and entry.resolve() == store.resolve():
@@ -153,8 +158,6 @@ class RunTracking:
 
 
 def _now_ms():
-    import time
-
     return int(time.time() * 1000)
 
 
@@ -166,12 +169,13 @@ def open_run(args, env, data, history, resume_run_id=None, interruptions=()):
     has a new output folder) still shows every epoch."""
     if not env.is_main:
         return RunTracking()
+    fingerprint = dataset_fingerprint(data)
     try:
         client = _client(args.tracking_uri)
         experiment = experiment_id(client, args.tracking_uri, args.experiment)
         run = _resumable_run(client, resume_run_id)
         if run is None:
-            run = _new_run(client, experiment, args, env, data)
+            run = _new_run(client, experiment, args, env, data, fingerprint)
         else:
             client.update_run(run.info.run_id, status="RUNNING")
             log.info("MLflow: going on with run %s", run.info.run_id)
@@ -181,7 +185,7 @@ def open_run(args, env, data, history, resume_run_id=None, interruptions=()):
         raise TrackingError(f"cannot open an MLflow run at {args.tracking_uri} (experiment {args.experiment}): "
                             f"{' '.join(str(error).split())[:300]}") from None
     tracking = RunTracking(client, {"tracking_uri": args.tracking_uri, "experiment_id": run.info.experiment_id,
-                                    "run_id": run.info.run_id}, interruptions)
+                                    "run_id": run.info.run_id}, interruptions, fingerprint)
     logged = {metric.step for metric in client.get_metric_history(run.info.run_id, "valid_loss")}
     tracking.log_epochs([row for row in history if row["epoch"] not in logged])
     return tracking
@@ -197,11 +201,10 @@ def _resumable_run(client, run_id):
         return None
 
 
-def _new_run(client, experiment, args, env, data):
+def _new_run(client, experiment, args, env, data, fingerprint):
     from mlflow.entities import DatasetInput, InputTag, Param, RunTag
     from mlflow.entities import Dataset as DatasetEntity
 
-    fingerprint = dataset_fingerprint(data)
     tags = {DATASET_TAG: fingerprint["digest"], "mlflow.source.name": "training/train.py",
             "world_size": str(env.world_size)}
     if os.environ.get("TRAINING_JOB_NAME"):
@@ -222,3 +225,61 @@ def _new_run(client, experiment, args, env, data):
 def _note(data, fingerprint):
     counts = ", ".join(f"{split} {fingerprint[f'{split}_samples']}" for split in SPLITS if split in data.splits)
     return f"data {data.root} (digest {fingerprint['digest']}): {fingerprint['classes']} classes, {counts}"
+
+
+def copy_runs(source_store, destination_uri, copied_from=""):
+    """Copy every run of the SQLite store in `source_store` (a job's <output>/mlflow, unpacked here) into
+    `destination_uri`, into experiments of the same names: params, tags, every metric's history, dataset inputs,
+    artifacts, status and times. A run copied before (tag copied_from_run) is skipped. Returns the new run ids."""
+    from mlflow.entities import ViewType
+
+    source_store = Path(source_store)
+    source, destination = _client(store_uri(source_store)), _client(destination_uri)
+    copied = []
+    for experiment in source.search_experiments(view_type=ViewType.ALL):
+        runs = source.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
+        if not runs:
+            continue
+        target = experiment_id(destination, destination_uri, experiment.name)
+        for run in runs:
+            if destination.search_runs([target], f"tags.{SOURCE_RUN_TAG} = '{run.info.run_id}'",
+                                       run_view_type=ViewType.ALL):
+                continue
+            artifacts = _unpacked_artifacts(source_store, experiment.artifact_location, run.info.artifact_uri)
+            copied.append(_copy_run(source, destination, run, target, artifacts, copied_from))
+    return copied
+
+
+def _unpacked_artifacts(source_store, experiment_location, run_artifact_uri):
+    """Where a run's artifacts are in the unpacked store: the store's artifact URIs name the folder the job wrote
+    them in (/opt/ml/output/data/mlflow/artifacts/<experiment>/<run>/artifacts on SageMaker)."""
+    run_path, experiment_path = (Path(unquote(uri.removeprefix("file://"))) for uri in
+                                 (run_artifact_uri, experiment_location))
+    try:
+        return source_store / ARTIFACTS / run_path.relative_to(experiment_path.parent)
+    except ValueError:      # an experiment whose artifacts are not beside its store: the URI as it is
+        return run_path
+
+
+def _copy_run(source, destination, run, experiment, artifacts, copied_from):
+    from mlflow.entities import Param
+
+    tags = {key: value for key, value in run.data.tags.items() if key != "mlflow.runName"}
+    tags.update({SOURCE_RUN_TAG: run.info.run_id, "copied_from": copied_from,
+                 "mlflow.note.content": (tags.get("mlflow.note.content", "") + f"\n\ncopied from "
+                                         f"{copied_from or 'another store'} (run {run.info.run_id})").strip()})
+    new = destination.create_run(experiment, start_time=run.info.start_time, tags=tags,
+                                 run_name=run.info.run_name)
+    run_id = new.info.run_id
+    params = [Param(key, value) for key, value in run.data.params.items()]
+    for start in range(0, len(params), 100):        # MLflow's limit of params per batch
+        destination.log_batch(run_id, params=params[start:start + 100])
+    metrics = [metric for key in run.data.metrics for metric in source.get_metric_history(run.info.run_id, key)]
+    for start in range(0, len(metrics), 1000):
+        destination.log_batch(run_id, metrics=metrics[start:start + 1000])
+    if run.inputs and run.inputs.dataset_inputs:
+        destination.log_inputs(run_id, run.inputs.dataset_inputs)
+    if artifacts.is_dir():
+        destination.log_artifacts(run_id, str(artifacts))
+    destination.set_terminated(run_id, run.info.status, run.info.end_time)
+    return run_id

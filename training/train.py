@@ -43,8 +43,7 @@ from training.evaluation_report import predict_test_split, write_evaluation_repo
 from training.imagefolder_data import DataError, scan_data  # noqa: E402
 from training.metric_lines import SPLITS, epoch_line, flat_metrics  # noqa: E402
 from training.model_archive import build_model_archive, write_model_dir  # noqa: E402
-from training.tracking import (DEFAULT_EXPERIMENT, TrackingError, dataset_fingerprint, output_store_uri,  # noqa: E402
-                               open_run)
+from training.tracking import DEFAULT_EXPERIMENT, TrackingError, open_run, output_store_uri  # noqa: E402
 from training.trainers import Run, StopRequested, Sums, make_trainer  # noqa: E402
 from training.training_curve import write_training_curve  # noqa: E402
 
@@ -341,7 +340,7 @@ def _write_results(run, trainer, state, started, tracking):
               "train_samples_per_rank": state.samples_per_rank, "class_names": run.data.class_names,
               "elapsed_seconds": round(time.perf_counter() - started, 2),
               "settings": dict(vars(args)), **trainer.figures(), "mlflow": tracking.record,
-              "dataset": dataset_fingerprint(run.data)}   # the model registry records it with the version
+              "dataset": tracking.dataset}   # the data's fingerprint: the model registry records it with the version
     if env.is_main:
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
