@@ -74,7 +74,8 @@ def lambda_package(c):
 
 
 def terraform_variables(c, model_data_url, enable_ec2_training_host=False, running_instance_count=None):
-    """The root module's variables from the aws settings; aws.terraform_variables adds to them (objects merge)."""
+    """The root module's variables from the aws settings; aws.terraform_variables adds to them (objects merge: its
+    `github: {repository: owner/name}` turns on the GitHub roles, which get the S3 backend from aws.state_*)."""
     settings = aws_settings(c)
     variables = {
         "name_prefix": settings.name_prefix,
@@ -89,6 +90,10 @@ def terraform_variables(c, model_data_url, enable_ec2_training_host=False, runni
         variables["bucket"] = {"create": False, "name": settings.bucket}
     if running_instance_count:
         variables["endpoint_running_instance_count"] = int(running_instance_count)
+    backend = backend_config(c)
+    if backend:  # the GitHub workflows' roles (modules/github_oidc) read, lock and write this state
+        variables["github"] = {"state_bucket": backend["bucket"], "state_key": backend["key"],
+                               "state_lock_table": backend.get("dynamodb_table", "")}
     for key, value in settings.terraform_variables.items():   # plain dicts and lists: configuration/values.py
         if isinstance(value, dict) and isinstance(variables.get(key), dict):
             variables[key] = {**variables[key], **value}

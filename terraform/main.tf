@@ -155,3 +155,23 @@ module "ec2_training_host" {
   instance_profile_name = module.iam.ec2_instance_profile_name
   kms_key_arn           = var.kms_key_arn
 }
+
+# Off unless github.repository is set. Someone applies it once with their own credentials (docs/pull-request-review.md);
+# from then on the workflows plan with its plan role and apply with its apply role.
+module "github_oidc" {
+  source = "./modules/github_oidc"
+  count  = var.github.repository != "" ? 1 : 0
+
+  name_prefix       = var.name_prefix
+  repository        = var.github.repository
+  apply_branch      = var.github.apply_branch
+  oidc_provider_arn = var.github.oidc_provider_arn
+  bucket_arn        = module.storage.bucket_arn
+  kms_key_arn       = var.kms_key_arn
+
+  state = {
+    bucket     = var.github.state_bucket
+    key        = var.github.state_key
+    lock_table = var.github.state_lock_table != "" ? var.github.state_lock_table : null
+  }
+}

@@ -107,3 +107,13 @@ output "mlflow_tracking_server_url" {
   description = "URL of the MLflow tracking server, or \"\" when mlflow_tracking_server.enabled is false."
   value       = module.model_registry.mlflow_tracking_server_url
 }
+
+output "github_plan_role_arn" {
+  description = "ARN of the role pull requests assume to plan (repository variable AWS_PLAN_ROLE_ARN), or \"\" when github.repository is not set."
+  value       = try(module.github_oidc[0].plan_role_arn, "")
+}
+
+output "github_apply_role_arn" {
+  description = "ARN of the role the apply branch assumes to apply the reviewed plan (repository variable AWS_APPLY_ROLE_ARN), or \"\" when github.repository is not set."
+  value       = try(module.github_oidc[0].apply_role_arn, "")
+}

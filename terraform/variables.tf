@@ -233,6 +233,30 @@ variable "mlflow_tracking_server" {
   }
 }
 
+variable "github" {
+  description = <<-EOT
+    Plan review in pull requests (docs/pull-request-review.md): GitHub's OIDC provider and two roles for the
+    workflows of `repository` (owner/name; "" (default): none of it). Pull requests assume <name_prefix>-github-plan
+    (read-only, plus the state and its lock); only `apply_branch` (main) assumes <name_prefix>-github-apply, which
+    applies the reviewed plan. oidc_provider_arn: the account's existing provider (null: create it). state_bucket,
+    state_key, state_lock_table: the S3 backend, which the tasks fill in from aws.state_* (required with a repository).
+  EOT
+  type = object({
+    repository        = optional(string, "")
+    apply_branch      = optional(string, "main")
+    oidc_provider_arn = optional(string)
+    state_bucket      = optional(string, "")
+    state_key         = optional(string, "")
+    state_lock_table  = optional(string, "")
+  })
+  default = {}
+
+  validation {
+    condition     = var.github.repository == "" || (var.github.state_bucket != "" && var.github.state_key != "")
+    error_message = "github.repository needs the S3 backend (aws.state_bucket): a workflow runner keeps no local state."
+  }
+}
+
 variable "tags" {
   description = "Tags added to every resource, on top of Project = <name_prefix> and ManagedBy = terraform."
   type        = map(string)

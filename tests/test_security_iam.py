@@ -19,14 +19,19 @@ _WRAPS = hcl2.loads("a = 1\n")["a"] == [1]   # python-hcl2 8 wraps each attribut
 # resource type -> {(configuration, name): the role it attaches to, as written}; anything else is unreviewed.
 REVIEWED = {
     "aws_iam_role": {("iam", "sagemaker"): None, ("iam", "lambda"): None, ("iam", "ec2_training"): None,
-                     ("model_registry", "tracking_server"): None},
+                     ("model_registry", "tracking_server"): None,
+                     ("github_oidc", "plan"): None, ("github_oidc", "apply"): None},
     "aws_iam_role_policy": {("iam", "sagemaker"): "${aws_iam_role.sagemaker.id}",
                             ("iam", "lambda"): "${aws_iam_role.lambda.id}",
                             ("iam", "ec2_training"): "${aws_iam_role.ec2_training.id}",
                             ("lambda", "optional_features"): "${var.role_name}",
-                            ("model_registry", "tracking_server"): "${aws_iam_role.tracking_server[0].id}"},
+                            ("model_registry", "tracking_server"): "${aws_iam_role.tracking_server[0].id}",
+                            ("github_oidc", "plan"): "${aws_iam_role.plan.id}",
+                            ("github_oidc", "apply_read"): "${aws_iam_role.apply.id}",
+                            ("github_oidc", "apply"): "${aws_iam_role.apply.id}"},
     "aws_iam_role_policy_attachment": {("iam", "ec2_training_ssm_core"): "${aws_iam_role.ec2_training.name}"},
     "aws_iam_instance_profile": {("iam", "ec2_training"): "${aws_iam_role.ec2_training.name}"},
+    "aws_iam_openid_connect_provider": {("github_oidc", "this"): None},
 }
 
 

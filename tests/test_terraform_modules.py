@@ -12,7 +12,7 @@ import hcl2
 import pytest
 
 TERRAFORM = Path(__file__).resolve().parent.parent / "terraform"
-MODULES = ("storage", "iam", "endpoint", "autoscaling", "lambda", "ec2_training_host", "model_registry")
+MODULES = ("storage", "iam", "endpoint", "autoscaling", "lambda", "ec2_training_host", "model_registry", "github_oidc")
 MODULE_DIRS = [TERRAFORM / "modules" / name for name in MODULES]
 ALL_DIRS = [TERRAFORM] + MODULE_DIRS
 # An output's value that is one reference (possibly in try(..., null)): var.x, local.x, [data.]aws_type.name.attribute.
@@ -156,7 +156,7 @@ def test_the_output_name_check_refuses_names_that_do_not_say_what_they_expose(tm
 def test_each_module_names_its_main_resource_this():
     main = {"storage": "aws_s3_bucket", "endpoint": "aws_sagemaker_endpoint", "autoscaling": "aws_appautoscaling_target",
             "lambda": "aws_lambda_function", "ec2_training_host": "aws_instance",
-            "model_registry": "aws_sagemaker_model_package_group"}
+            "model_registry": "aws_sagemaker_model_package_group", "github_oidc": "aws_iam_openid_connect_provider"}
     for module, resource_type in main.items():
         assert (resource_type, "this") in blocks(TERRAFORM / "modules" / module, "resource")
 

@@ -109,6 +109,11 @@ run "defaults" {
     condition     = output.model_package_group_name == "dog-breeds" && output.mlflow_tracking_server_arn == "" && output.mlflow_tracking_server_url == ""
     error_message = "The model package group is named name_prefix; the MLflow tracking server is off by default (its outputs empty)."
   }
+
+  assert {
+    condition     = output.github_plan_role_arn == "" && output.github_apply_role_arn == ""
+    error_message = "No GitHub OIDC roles unless github.repository is set."
+  }
 }
 
 run "new_model_gets_new_configuration" {
@@ -232,6 +237,27 @@ run "rejects_a_tracking_server_size_sagemaker_does_not_offer" {
   }
 
   expect_failures = [var.mlflow_tracking_server]
+}
+
+run "a_github_repository_gets_its_plan_and_apply_roles" {
+  variables {
+    github = { repository = "octo-org/dog-breeds", state_bucket = "octo-terraform-state", state_key = "dog-breeds/terraform.tfstate" }
+  }
+
+  assert {
+    condition     = output.github_plan_role_arn != "" && output.github_apply_role_arn != "" && output.github_plan_role_arn != output.github_apply_role_arn
+    error_message = "With github.repository the plan and apply roles exist, and they are two roles."
+  }
+}
+
+run "rejects_a_github_repository_without_the_s3_backend" {
+  command = plan
+
+  variables {
+    github = { repository = "octo-org/dog-breeds" }
+  }
+
+  expect_failures = [var.github]
 }
 
 run "rejects_a_model_url_that_is_not_an_s3_archive" {
