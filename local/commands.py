@@ -47,12 +47,15 @@ def _ensure_model_function(c):
 def _register(c, source):
     """Register the model training just wrote as a version pending approval, and say so."""
     try:
-        version = model_registry.register_trained_model(c.config, source)
+        version, new = model_registry.register_trained_model(c.config, source)
     except Exception as error:    # the model is trained and usable: say why it is not registered, go on
         print(f"the model was not registered: {type(error).__name__}: {error}")
         return None
     if version is None:
         print("the model was not registered: its run was not tracked (no \"mlflow\" in metrics.json)")
+    elif not new:
+        print(f"the same weights are version {version.number} of {model_registry.model_name(c.config)} already "
+              f"({version.status})")
     else:
         print(f"registered as version {version.number} of {model_registry.model_name(c.config)}, pending approval "
               f"({model_registry.registry_uri(c.config)}): `invoke models`, `invoke approve {version.number}`")

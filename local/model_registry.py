@@ -44,24 +44,28 @@ def _client(uri):
 
 def register_trained_model(config, source="local training (invoke train)"):
     """Register the model train.py just wrote (its metrics.json names the MLflow run) as a version pending
-    approval; returns the ModelVersion, or None when the run was not tracked (no "mlflow" in metrics.json)."""
+    approval; returns (the ModelVersion, whether it is new: False when these weights are registered already), or
+    (None, False) when the run was not tracked (no "mlflow" in metrics.json)."""
     train = load(config, TrainSettings)
     report = json.loads((train.output_dir / "metrics.json").read_text())
     run = report.get("mlflow") or {}
     if not run.get("run_id"):
-        return None
+        return None, False
     weights = json.loads((train.model_dir / "model_config.json").read_text()).get("model_version", "")
     client = _client(run.get("tracking_uri") or registry_uri(config))
     name = model_name(config)
     if not _has_registered_model(client, name):
         client.create_registered_model(name, description="dog breed classifier: every local training run")
+    same = client.search_model_versions(f"name='{name}' and tags.{WEIGHTS_TAG}='{weights}'")
+    if same:                    # a resumed run that only rewrote the same weights: one version per model
+        return max((_version(v) for v in same), key=lambda v: v.number), False
     tags = {STATUS_TAG: PENDING, WEIGHTS_TAG: weights, "source": source,
             "data": str(report.get("settings", {}).get("data", "")),
             "data_fingerprint": data_fingerprint(report),
             **{metric: f"{value:.6g}" for metric, value in metric_values(report.get("final") or {}).items()}}
     created = client.create_model_version(name, source=f"runs:/{run['run_id']}/model", run_id=run["run_id"],
                                           tags={k: v for k, v in tags.items() if v}, description=source)
-    return _version(client.get_model_version(name, created.version))
+    return _version(client.get_model_version(name, created.version)), True
 
 
 def _has_registered_model(client, name):

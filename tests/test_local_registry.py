@@ -27,7 +27,7 @@ def registered(tmp_path, trained_model_dir, request):
     """The session's trained model registered once in a registered model of this test's own."""
     name = "reg-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40]
     c = context(tmp_path, trained_model_dir, trained_model_dir.parent / "output", name)
-    return c, model_registry.register_trained_model(c.config, "local training (test)")
+    return c, model_registry.register_trained_model(c.config, "local training (test)")[0]
 
 
 def test_a_registered_version_is_pending_with_the_runs_metrics_data_and_fingerprint(registered, trained_model_dir):
@@ -77,6 +77,8 @@ def test_the_served_version_is_found_by_the_models_weights(registered, trained_m
     weights = json.loads((trained_model_dir / "model_config.json").read_text())["model_version"]
     assert model_registry.served_version(c.config, weights) == version
     assert model_registry.served_version(c.config, "0123456789ab") is None        # trained before the registry
+    assert model_registry.register_trained_model(c.config) == (version, False)   # the same weights: one version
+    assert len(model_registry.versions(c.config)) == 1
 
 
 def test_invoke_train_registers_each_run_as_a_new_version(tmp_path, tiny_image_folder, capsys):
@@ -88,7 +90,9 @@ def test_invoke_train_registers_each_run_as_a_new_version(tmp_path, tiny_image_f
                                            "image-size": 32, "epochs": 1, "batch-size": 8, "num-workers": 0,
                                            "threads": 1}})
     tasks.train(c, target="local")
-    tasks.train(c, target="local", fresh=True)
+    tasks.train(c, target="local", fresh=True)           # training is deterministic: the same weights again
+    assert "the same weights are version 1 of reg-invoke-train already" in capsys.readouterr().out
+    tasks.train(c, target="local", fresh=True, set_=["lr=0.05"])
     printed = capsys.readouterr().out
     assert "registered as version 2 of reg-invoke-train, pending approval" in printed
     listed = model_registry.versions(c.config)
