@@ -193,8 +193,8 @@ def steps(c, source_uri, model_uri, assignments=(), server_arn=""):
 @stops_with_one_line("EC2 training")
 def ec2_train(c, keep=False, assignments=()):
     """Provision the host, train there, upload and register model.tar.gz, destroy the host unless `keep`."""
+    identity = require_credentials(c)    # first: at once, where checking the flags imports torch (seconds)
     train_arguments(c, assignments)      # a bad hyperparameter stops here, before a host is paid for
-    identity = require_credentials(c)
     model_registry.ensure_group(c, identity)
     ws = workspace(c)
     run = f"ec2-{_run_id()}"

@@ -304,8 +304,8 @@ def _final_metrics(job):
 @stops_with_one_line("SageMaker training")
 def train(c, instances=1, spot=False, assignments=()):
     """One SageMaker training job (Torchrun across instances when more than one); registers its model.tar.gz."""
+    identity = require_credentials(c)    # first: at once, where checking the flags imports torch (seconds)
     chosen = job_hyperparameters(c, assignments)
-    identity = require_credentials(c)
     uri = data_uri(c, identity)
     require_data(c, uri)
     model_registry.ensure_group(c, identity)
@@ -378,9 +378,9 @@ def tune(c, max_jobs=None, parallel=None, objective=None, spot=False, assignment
     tuning = dataclasses.replace(load(c, TuningSettings), **{k: v for k, v in flags.items() if v is not None})
     max_jobs, parallel = tuning.max_jobs, tuning.parallel
     metric, direction = OBJECTIVES[tuning.objective]
+    identity = require_credentials(c)    # before the ranges and flags: they import the SDK and torch (seconds)
     ranges = tuning_ranges(tuning)
     chosen = job_hyperparameters(c, assignments, tuned=[name for name in TUNED if getattr(tuning, name)])
-    identity = require_credentials(c)
     uri = data_uri(c, identity)
     require_data(c, uri)
     model_registry.ensure_group(c, identity)
