@@ -15,8 +15,8 @@ import pytest
 from aws import sagemaker_jobs
 from aws.session import boto_session
 from sagemaker_container_testlib import TrainingContainer
-from aws_testlib import (BUCKET, REGION, RequestRecorder, create_bucket, create_role, make_context,  # noqa: F401
-                              moto_account, aws_credentials)
+from aws_testlib import (BUCKET, REGION, RequestRecorder, aws_credentials, create_bucket,  # noqa: F401
+                         create_model_package_group, create_role, make_context, moto_account)
 
 # Small enough for 2 cores: ResNet-18 at 32 px on 24 training images (8 a class), 3 steps an epoch on each of 2 ranks.
 TINY = {"arch": "resnet18", "weights": "none", "mode": "finetune", "image_size": 32, "batch_size": 8,
@@ -46,6 +46,7 @@ def _objects(uri):
 def _submitted_job(tmp_path, shapes, processes, spot, **overrides):
     """CreateTrainingJob as `invoke train --target sagemaker` sends it, with the generated set as its data."""
     s3 = create_bucket()
+    create_model_package_group()
     for relative, body in shapes.items():
         s3.put_object(Bucket=BUCKET, Key=f"data/dogImages/{relative}", Body=body)
     c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role(), processes_per_instance=processes,
@@ -135,6 +136,7 @@ def test_a_tuning_job_trains_through_the_sagemaker_training_toolkit_where_sigter
     from training.model_archive import build_model_archive
 
     s3 = create_bucket()
+    create_model_package_group()
     for relative, body in shapes.items():
         s3.put_object(Bucket=BUCKET, Key=f"data/dogImages/{relative}", Body=body)
     fixed = {name: value for name, value in TINY.items() if name != "batch_size"}    # tuning searches it
@@ -181,6 +183,7 @@ def test_submitting_a_job_does_not_repeat_the_sdks_warnings_about_its_command(mo
     """The SDK warns that a command replaces entry_script and the hyperparameter flags; under the relay neither
     holds (the driver reads both), so the warnings would send a user looking for a problem that is not there."""
     create_bucket(objects=["data/dogImages/train/a/x.jpg"])
+    create_model_package_group()
     c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=create_role(), hyperparameters={"epochs": 1})
     with caplog.at_level("WARNING"):
         sagemaker_jobs.train(c)
