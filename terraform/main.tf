@@ -165,6 +165,7 @@ module "github_oidc" {
   name_prefix       = var.name_prefix
   repository        = var.github.repository
   apply_branch      = var.github.apply_branch
+  apply_environment = var.github.apply_environment
   oidc_provider_arn = var.github.oidc_provider_arn
   bucket_arn        = module.storage.bucket_arn
   kms_key_arn       = var.kms_key_arn

@@ -237,13 +237,15 @@ variable "github" {
   description = <<-EOT
     Plan review in pull requests (docs/pull-request-review.md): GitHub's OIDC provider and two roles for the
     workflows of `repository` (owner/name; "" (default): none of it). Pull requests assume <name_prefix>-github-plan
-    (read-only, plus the state and its lock); only `apply_branch` (main) assumes <name_prefix>-github-apply, which
-    applies the reviewed plan. oidc_provider_arn: the account's existing provider (null: create it). state_bucket,
+    (read-only, plus the state and its lock); only jobs in the GitHub environment `apply_environment` ("production",
+    which should allow only `apply_branch` and require reviewers) assume <name_prefix>-github-apply, which applies
+    the reviewed plan. oidc_provider_arn: the account's existing provider (null: create it). state_bucket,
     state_key, state_lock_table: the S3 backend, which the tasks fill in from aws.state_* (required with a repository).
   EOT
   type = object({
     repository        = optional(string, "")
     apply_branch      = optional(string, "main")
+    apply_environment = optional(string, "production")
     oidc_provider_arn = optional(string)
     state_bucket      = optional(string, "")
     state_key         = optional(string, "")

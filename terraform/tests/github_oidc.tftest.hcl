@@ -72,7 +72,7 @@ variables {
   state       = { bucket = "octo-terraform-state", key = "dog-breeds/terraform.tfstate", lock_table = "terraform-locks" }
 }
 
-run "pull_requests_of_the_repository_and_its_main_branch_may_assume_the_plan_role_and_only_main_the_apply_role" {
+run "pull_requests_of_the_repository_and_its_main_branch_may_assume_the_plan_role_and_only_the_production_environment_the_apply_role" {
   module {
     source = "./modules/github_oidc"
   }
@@ -99,9 +99,9 @@ run "pull_requests_of_the_repository_and_its_main_branch_may_assume_the_plan_rol
       ))] == [join(" ", [
       "Allow sts:AssumeRoleWithWebIdentity Federated:arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com",
       "StringEquals token.actions.githubusercontent.com:aud sts.amazonaws.com",
-      "StringEquals token.actions.githubusercontent.com:sub repo:octo-org/dog-breeds:ref:refs/heads/main",
+      "StringEquals token.actions.githubusercontent.com:sub repo:octo-org/dog-breeds:environment:production",
     ])]
-    error_message = "Only GitHub tokens for sts.amazonaws.com from this repository's main branch may assume the apply role: no pull request, no other branch."
+    error_message = "Only GitHub tokens for sts.amazonaws.com from jobs in this repository's production environment may assume the apply role: no pull request, no other workflow on main."
   }
 
   assert {
@@ -135,6 +135,7 @@ run "an_existing_oidc_provider_is_trusted_and_not_created_again" {
   variables {
     oidc_provider_arn = "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
     apply_branch      = "release"
+    apply_environment = "prod-eu"
   }
 
   assert {
@@ -148,8 +149,8 @@ run "an_existing_oidc_provider_is_trusted_and_not_created_again" {
   assert {
     condition = flatten([for statement in data.aws_iam_policy_document.apply_trust.statement : [
       for condition in statement.condition : tolist(condition.values) if endswith(condition.variable, ":sub")
-    ]]) == ["repo:octo-org/dog-breeds:ref:refs/heads/release"]
-    error_message = "The apply role follows apply_branch."
+    ]]) == ["repo:octo-org/dog-breeds:environment:prod-eu"]
+    error_message = "The apply role follows apply_environment."
   }
 }
 
@@ -208,8 +209,27 @@ run "the_apply_role_changes_only_what_the_project_names" {
     condition = ([for statement in data.aws_iam_policy_document.apply.statement : [for condition in statement.condition : "${condition.variable} ${join(",", sort(condition.values))}"]
       if contains(statement.actions, "iam:PassRole")] == [["iam:PassedToService ec2.amazonaws.com,lambda.amazonaws.com,sagemaker.amazonaws.com"]]
       && [for statement in data.aws_iam_policy_document.apply.statement : [for condition in statement.condition : "${condition.variable} ${join(",", condition.values)}"]
-    if contains(statement.actions, "iam:AttachRolePolicy")] == [["iam:PolicyARN arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]])
+    if contains(statement.actions, "iam:AttachRolePolicy") && coalesce(statement.effect, "Allow") == "Allow"] == [["iam:PolicyARN arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]])
     error_message = "The project's roles pass only to the services that run them, and the one managed policy they may attach is SSM's instance core."
+  }
+}
+
+run "the_apply_role_may_never_change_the_github_roles_themselves" {
+  command = plan
+
+  module {
+    source = "./modules/github_oidc"
+  }
+
+  # ManageProjectRoles allows dog-breeds-*, which matches dog-breeds-github-apply: without the Deny the apply role
+  # could put itself a policy granting *:*, or let any workflow assume it.
+  assert {
+    condition = anytrue([for statement in data.aws_iam_policy_document.apply.statement :
+      statement.effect == "Deny" && statement.resources == toset(["arn:aws:iam::123456789012:role/dog-breeds-github-*"])
+      && length(setsubtract(["iam:AttachRolePolicy", "iam:CreateRole", "iam:DeleteRolePolicy", "iam:PutRolePermissionsBoundary",
+      "iam:PutRolePolicy", "iam:UpdateAssumeRolePolicy"], statement.actions)) == 0
+    ])
+    error_message = "The apply role is explicitly denied creating, changing the policies of and the trust of the <name_prefix>-github-* roles."
   }
 }
 

@@ -12,13 +12,17 @@ locals {
   provider_arn = var.oidc_provider_arn != null ? var.oidc_provider_arn : aws_iam_openid_connect_provider.this[0].arn
 
   # pull_request: every pull request of the repository; the apply branch: workflow_dispatch plans there.
-  plan_subjects  = ["repo:${var.repository}:pull_request", "repo:${var.repository}:ref:refs/heads/${var.apply_branch}"]
-  apply_subjects = ["repo:${var.repository}:ref:refs/heads/${var.apply_branch}"]
+  plan_subjects = ["repo:${var.repository}:pull_request", "repo:${var.repository}:ref:refs/heads/${var.apply_branch}"]
+  # A job that declares a GitHub environment gets sub = repo:X:environment:<name> (not the ref), so only the apply
+  # job, gated by the environment's required reviewers and branch rule, gets the apply role; other main workflows
+  # (a dispatched plan installing packages) do not.
+  apply_subjects = ["repo:${var.repository}:environment:${var.apply_environment}"]
 
   # What this project's Terraform manages, by name: everything is named <name_prefix>...
   sagemaker_arn = "arn:${local.partition}:sagemaker:${local.region}:${local.account}"
   project_arns = {
     roles            = "arn:${local.partition}:iam::${local.account}:role/${var.name_prefix}-*"
+    github_roles     = "arn:${local.partition}:iam::${local.account}:role/${var.name_prefix}-github-*"
     instance_profile = "arn:${local.partition}:iam::${local.account}:instance-profile/${var.name_prefix}-*"
     bucket           = var.bucket_arn
     sagemaker = [
@@ -238,6 +242,19 @@ data "aws_iam_policy_document" "apply" {
     resources = [local.project_arns.roles, local.project_arns.instance_profile]
   }
 
+  # <name_prefix>-* includes this module's own roles: without this, the apply role could rewrite its own policy or
+  # trust (or the plan role's) and grant itself anything. They change only by hand (docs/pull-request-review.md).
+  statement {
+    sid    = "NeverChangeTheGitHubRoles"
+    effect = "Deny"
+    actions = [
+      "iam:AttachRolePolicy", "iam:CreateRole", "iam:DeleteRole", "iam:DeleteRolePermissionsBoundary",
+      "iam:DeleteRolePolicy", "iam:DetachRolePolicy", "iam:PutRolePermissionsBoundary", "iam:PutRolePolicy",
+      "iam:TagRole", "iam:UntagRole", "iam:UpdateAssumeRolePolicy", "iam:UpdateRole", "iam:UpdateRoleDescription",
+    ]
+    resources = [local.project_arns.github_roles]
+  }
+
   statement {
     sid       = "AttachOnlyTheSsmInstancePolicy"
     actions   = ["iam:AttachRolePolicy"]
@@ -348,7 +365,7 @@ data "aws_iam_policy_document" "apply" {
 
 resource "aws_iam_role" "apply" {
   name                 = "${var.name_prefix}-github-apply"
-  description          = "GitHub Actions of ${var.repository}: the ${var.apply_branch} branch applies the reviewed plan of ${var.name_prefix}."
+  description          = "GitHub Actions of ${var.repository}: the ${var.apply_environment} environment applies the reviewed plan of ${var.name_prefix}."
   assume_role_policy   = data.aws_iam_policy_document.apply_trust.json
   max_session_duration = 3600
   tags                 = var.tags

@@ -9,7 +9,7 @@ variable "name_prefix" {
 }
 
 variable "repository" {
-  description = "The GitHub repository, as owner/name, whose workflows may assume the roles: its pull requests the plan role, its apply_branch the apply role."
+  description = "The GitHub repository, as owner/name, whose workflows may assume the roles: its pull requests and apply_branch the plan role, its apply_environment the apply role."
   type        = string
 
   validation {
@@ -19,13 +19,24 @@ variable "repository" {
 }
 
 variable "apply_branch" {
-  description = "The branch whose workflow runs may assume the apply role (and plan by workflow_dispatch): protect it with required reviews."
+  description = "The branch whose workflow runs may assume the plan role by workflow_dispatch, and which apply_environment should allow: protect it with required reviews."
   type        = string
   default     = "main"
 
   validation {
     condition     = can(regex("^[A-Za-z0-9._/-]+$", var.apply_branch)) && !strcontains(var.apply_branch, "*")
     error_message = "apply_branch must be one branch name, without wildcards."
+  }
+}
+
+variable "apply_environment" {
+  description = "The GitHub environment the apply workflow's job runs in (`environment:`): only jobs in it may assume the apply role. Give it required reviewers and a deployment branch rule for apply_branch only (docs/pull-request-review.md)."
+  type        = string
+  default     = "production"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._ -]+$", var.apply_environment)) && !strcontains(var.apply_environment, "*")
+    error_message = "apply_environment must be one GitHub environment name, without wildcards."
   }
 }
 
