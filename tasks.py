@@ -130,7 +130,7 @@ def lint(c, terraform=None, provider=None, checkov_report=None):
 
 @task(help={"port": "the port on 127.0.0.1 (default: tracking.ui_port, 5000)"})
 def ui(c, port=None):
-    """MLflow's UI on the project's store (tracking.store): every local, SageMaker and EC2 run; Ctrl-C stops it."""
+    """MLflow's UI on the project's store: local runs, and AWS runs when no tracking server is on; Ctrl-C stops it."""
     from local import tracking_ui
     settings = load(c, TrackingSettings)
     tracking_ui.serve(settings.store, port or settings.ui_port)

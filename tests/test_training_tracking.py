@@ -114,6 +114,24 @@ def test_the_run_holds_the_output_folder_and_the_model_directory_as_artifacts(tr
         p.relative_to(model) for p in model.rglob("*"))
 
 
+def test_a_run_logs_only_what_it_wrote_in_a_reused_output_folder(tiny_image_folder, tmp_path):
+    """build/output is the same folder run after run: an earlier run's files, or its evaluation report when this
+    data set has no test split, are neither this run's artifacts nor left to read as this run's report."""
+    data = tmp_path / "no-test-split"
+    shutil.copytree(tiny_image_folder, data, ignore=lambda folder, names: ["test"] if folder == str(
+        tiny_image_folder) else [])
+    work = tmp_path / "work"
+    (work / "output" / "evaluation").mkdir(parents=True)
+    (work / "output" / "evaluation" / "report.json").write_text("{}")
+    (work / "output" / "notes-of-an-earlier-run.txt").write_text("not this run's")
+    uri = tracking.store_uri(tmp_path / "store")
+    train.main(train.parse_args(tiny_args(data, work, "--epochs", "1", "--tracking-uri", uri)))
+    client, run = only_run(uri)
+    logged = Path(client.download_artifacts(run.info.run_id, "output", str(tmp_path / "logged")))
+    assert sorted(p.name for p in logged.iterdir()) == ["metrics.json", "training_curve.png"]
+    assert not (work / "output" / "evaluation").exists()
+
+
 def test_two_torchrun_ranks_make_one_run_with_each_epoch_once(tiny_image_folder, tmp_path):
     uri = tracking.store_uri(tmp_path / "store")
     run_two_processes(tiny_args(tiny_image_folder, tmp_path, "--epochs", "2", "--patience", "0",

@@ -125,9 +125,10 @@ class RunTracking:
         for start in range(0, len(metrics), 1000):      # MLflow's limit per batch
             self.client.log_batch(self.run_id, metrics=metrics[start:start + 1000])
 
-    def finish(self, report, output_dir, model_dir):
-        """The best epoch's metrics (best_<name>), the evaluation's numbers, the output folder under output/ (not a
-        store kept inside it) and the model directory under model/; the run ends FINISHED."""
+    def finish(self, report, outputs, model_dir):
+        """The best epoch's metrics (best_<name>), the evaluation's numbers, the files and folders this run wrote
+        in its output folder (`outputs`; those that exist) under output/ and the model directory under model/;
+        the run ends FINISHED. Only what this run wrote: the folder may hold an earlier run's files."""
         if not self.client:
             return
         from mlflow.entities import Metric
@@ -139,9 +140,8 @@ class RunTracking:
                       if isinstance(value, (int, float)) and not isinstance(value, bool)})
         self.client.log_batch(self.run_id, metrics=[Metric(key, float(value), _now_ms(), 0)
                                                     for key, value in final.items()])
-        store = sqlite_store_dir(self.record["tracking_uri"])
-        for entry in sorted(Path(output_dir).iterdir()):
-            if store is not None and entry.resolve() == store.resolve():
+        for entry in map(Path, outputs):
+            if not entry.exists():
                 continue
             if entry.is_dir():
                 self.client.log_artifacts(self.run_id, str(entry), f"output/{entry.name}")

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -39,7 +40,7 @@ from training.checkpointing import (CheckpointMismatch, TrainingInterrupted, Tra
                                     read_checkpoint, remove_checkpoints)
 from training.decoded_images import fits_in_memory, stored_bytes  # noqa: E402
 from training.distributed_env import setup_distributed, setup_logging, teardown_distributed  # noqa: E402
-from training.evaluation_report import predict_test_split, write_evaluation_report  # noqa: E402
+from training.evaluation_report import REPORT_DIR, predict_test_split, write_evaluation_report  # noqa: E402
 from training.imagefolder_data import DataError, scan_data  # noqa: E402
 from training.metric_lines import SPLITS, epoch_line, flat_metrics  # noqa: E402
 from training.model_archive import build_model_archive, write_model_dir  # noqa: E402
@@ -344,16 +345,19 @@ def _write_results(run, trainer, state, started, tracking):
     if env.is_main:
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
+        written = [output_dir / "metrics.json", output_dir / "training_curve.png", output_dir / REPORT_DIR]
         if predictions is not None:
             report["evaluation"] = write_evaluation_report(output_dir, predictions, run.data, args.image_size)
-        (output_dir / "metrics.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-        write_training_curve(state.history, output_dir / "training_curve.png")
+        else:   # an earlier run's report in the same output folder would read as this run's
+            shutil.rmtree(written[-1], ignore_errors=True)
+        written[0].write_text(json.dumps(report, indent=2, default=str) + "\n")
+        write_training_curve(state.history, written[1])
         config = write_model_dir(args.model_dir, run.model, arch=args.arch, class_names=run.data.class_names,
                                  image_size=args.image_size, weights=args.weights, mode=args.mode, metrics=final)
         log.info("model %s written to %s", config["model_version"], args.model_dir)
         if args.archive:
             log.info("archive written to %s", build_model_archive(args.model_dir, args.archive))
-        tracking.finish(report, output_dir, args.model_dir)
+        tracking.finish(report, written, args.model_dir)
     env.barrier()
     return report
 
