@@ -101,9 +101,9 @@ class TrackingSettings(Area):
     store: Path = setting("build/mlflow", "the project's MLflow store: mlflow.db (SQLite) and artifacts/; local runs "
                           "log there, AWS runs are copied there when no tracking server is on, `invoke ui` shows it",
                           "training/local_run.py, local/tracking_ui.py, local/model_registry.py, aws/tracking_runs.py")
-    experiment: str = setting("dog-breeds", "the MLflow experiment of every training run (local, SageMaker, EC2)",
-                              "training/local_run.py, aws/tracking_runs.py, local/model_registry.py (the "
-                              "registered model's name too)")
+    experiment: str = setting("dog-breeds", "the MLflow experiment of every training run (local, SageMaker, EC2), "
+                              "and the local registry's model name", "training/local_run.py, aws/tracking_runs.py, "
+                              "local/model_registry.py")
     ui_port: int = setting(5000, "the port `invoke ui` serves MLflow's UI on (127.0.0.1)", "local/tracking_ui.py",
                            minimum=1)
 
