@@ -93,7 +93,7 @@ def terraform_variables(c, model_data_url, enable_ec2_training_host=False, runni
     backend = backend_config(c)
     if backend:  # the GitHub workflows' roles (modules/github_oidc) read, lock and write this state
         variables["github"] = {"state_bucket": backend["bucket"], "state_key": backend["key"],
-                               "state_lock_table": backend.get("dynamodb_table", "")}
+                               "state_lock_table": backend.get("dynamodb_table", ""), "state_region": backend["region"]}
     for key, value in settings.terraform_variables.items():   # plain dicts and lists: configuration/values.py
         if isinstance(value, dict) and isinstance(variables.get(key), dict):
             variables[key] = {**variables[key], **value}

@@ -174,5 +174,6 @@ module "github_oidc" {
     bucket     = var.github.state_bucket
     key        = var.github.state_key
     lock_table = var.github.state_lock_table != "" ? var.github.state_lock_table : null
+    region     = var.github.state_region != "" ? var.github.state_region : null
   }
 }

@@ -240,7 +240,7 @@ variable "github" {
     (read-only, plus the state and its lock); only jobs in the GitHub environment `apply_environment` ("production",
     which should allow only `apply_branch` and require reviewers) assume <name_prefix>-github-apply, which applies
     the reviewed plan. oidc_provider_arn: the account's existing provider (null: create it). state_bucket,
-    state_key, state_lock_table: the S3 backend, which the tasks fill in from aws.state_* (required with a repository).
+    state_key, state_lock_table, state_region: the S3 backend, which the tasks fill in from aws.state_* (required with a repository).
   EOT
   type = object({
     repository        = optional(string, "")
@@ -250,6 +250,7 @@ variable "github" {
     state_bucket      = optional(string, "")
     state_key         = optional(string, "")
     state_lock_table  = optional(string, "")
+    state_region      = optional(string, "")
   })
   default = {}
 

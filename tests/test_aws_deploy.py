@@ -198,10 +198,10 @@ def test_the_s3_backend_settings_become_backend_config(tmp_path):
 
 def test_the_github_roles_get_the_s3_backend_and_the_repository_from_terraform_variables(tmp_path):
     c = make_context(tmp_path, state_bucket="tf-state", state_lock_table="tf-locks", name_prefix="dogs",
-                     terraform_variables={"github": {"repository": "octo-org/dogs"}})
+                     state_region="eu-west-1", terraform_variables={"github": {"repository": "octo-org/dogs"}})
     assert terraform_root.terraform_variables(c, f"s3://{BUCKET}/x/model.tar.gz")["github"] == {
         "repository": "octo-org/dogs", "state_bucket": "tf-state", "state_key": "dogs/terraform.tfstate",
-        "state_lock_table": "tf-locks"}
+        "state_lock_table": "tf-locks", "state_region": "eu-west-1"}
 
 
 def resource(address, actions, rtype):

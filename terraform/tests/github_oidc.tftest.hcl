@@ -233,6 +233,23 @@ run "the_apply_role_may_never_change_the_github_roles_themselves" {
   }
 }
 
+run "the_state_lock_is_in_the_backend_region_not_the_deployment_region" {
+  command = plan
+
+  module {
+    source = "./modules/github_oidc"
+  }
+
+  variables {
+    state = { bucket = "octo-terraform-state", key = "dog-breeds/terraform.tfstate", lock_table = "terraform-locks", region = "eu-west-1" }
+  }
+
+  assert {
+    condition     = flatten([for statement in data.aws_iam_policy_document.read.statement : tolist(statement.resources) if statement.sid == "LockState"]) == ["arn:aws:dynamodb:eu-west-1:123456789012:table/terraform-locks"]
+    error_message = "The lock table's ARN names the backend's region (aws.state_region), where the S3 backend takes the lock."
+  }
+}
+
 run "rejects_a_repository_that_is_not_owner_slash_name" {
   command = plan
 

@@ -43,7 +43,9 @@ locals {
   }
 
   state_bucket_arn = "arn:${local.partition}:s3:::${var.state.bucket}"
-  lock_table_arn   = var.state.lock_table == null ? null : "arn:${local.partition}:dynamodb:${local.region}:${local.account}:table/${var.state.lock_table}"
+  # The backend's region (aws.state_region) may differ from the deployment's.
+  state_region   = coalesce(var.state.region, local.region)
+  lock_table_arn = var.state.lock_table == null ? null : "arn:${local.partition}:dynamodb:${local.state_region}:${local.account}:table/${var.state.lock_table}"
 }
 
 # One per account: `oidc_provider_arn` uses an existing one instead. AWS trusts GitHub's issuer by its TLS

@@ -52,11 +52,12 @@ variable "oidc_provider_arn" {
 }
 
 variable "state" {
-  description = "Where the Terraform state lives (the S3 backend: aws.state_bucket, aws.state_key, aws.state_lock_table): both roles read it and take its lock, the apply role writes it. lock_table null: no DynamoDB lock."
+  description = "Where the Terraform state lives (the S3 backend: aws.state_bucket, aws.state_key, aws.state_lock_table): both roles read it and take its lock, the apply role writes it. lock_table null: no DynamoDB lock. region: the backend's (aws.state_region), where the lock table is; null: the deployment's region."
   type = object({
     bucket     = string
     key        = string
     lock_table = optional(string)
+    region     = optional(string)
   })
 
   validation {
