@@ -215,11 +215,11 @@ def ec2_train(c, keep=False, assignments=()):
         for title, script in steps(c, source_uri, model_uri, assignments, server_arn=server):
             run_remote(c, instance_id, title, script, log_group=log_group)
         metrics_uri = metrics_uri_of(model_uri)
+        copied = bring_home(c, server, [output_archive_uri(model_uri)], f"EC2 run {run}")
         model_registry.register(c, identity, model_data_url=model_uri, source=f"EC2 training host {instance_id}",
                                 generated_by=instance_id, data=load(c, DataSettings).url,
                                 report=model_registry.training_report(c, metrics_uri), metrics_uri=metrics_uri,
-                                details={"ec2_instance": instance_id, "ec2_run": run})
-        bring_home(c, server, [output_archive_uri(model_uri)], f"EC2 run {run}")
+                                details={"ec2_instance": instance_id, "ec2_run": run}, copied_runs=copied)
     finally:
         if keep:
             print(f"--keep: host {instance_id} keeps running (`aws ssm start-session --target {instance_id}`); "

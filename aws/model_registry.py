@@ -123,14 +123,17 @@ def job_report(c, model_data_url):
 
 
 def register(c, identity, *, model_data_url, source, generated_by, data, report=None, metrics=None,
-             metrics_uri=None, details=None):
+             metrics_uri=None, details=None, copied_runs=None):
     """Register model_data_url as a new version of the group, pending approval; returns its ARN.
 
     `report` is train.py's metrics.json when it could be read (metrics, data fingerprint, MLflow run), `metrics`
-    what SageMaker recorded otherwise; `details` more name/value facts (the tuning job, the hyperparameters)."""
+    what SageMaker recorded otherwise; `details` more name/value facts (the tuning job, the hyperparameters);
+    `copied_runs` what tracking_runs.bring_home copied into the project's store: the version names that copy of
+    the run, not the one in the job's own store (which is gone with the job)."""
     report = report or {}
     final = metric_values(report.get("final") or metrics or {})
     run = report.get("mlflow") or {}
+    run = (copied_runs or {}).get(run.get("run_id"), run)
     properties = {"source": source, "data": data, "data_fingerprint": data_fingerprint(report),
                   "mlflow_run_id": run.get("run_id", ""), "mlflow_tracking_uri": run.get("tracking_uri", ""),
                   **{name: f"{value:.6g}" for name, value in final.items()}, **(details or {})}

@@ -331,20 +331,20 @@ def train(c, instances=1, spot=False, assignments=()):
     if job["TrainingJobStatus"] != "Completed":
         raise Exit(f"training job {name} ended {job['TrainingJobStatus']}: {job.get('FailureReason', '')}")
     print(f"training job {name} completed; metrics: {_final_metrics(job)}")
-    register_job(c, identity, job, source=f"SageMaker training job {name}", data=uri)
-    bring_home(c, server, [training_job_output(job)], f"training job {name}")
+    copied = bring_home(c, server, [training_job_output(job)], f"training job {name}")
+    register_job(c, identity, job, source=f"SageMaker training job {name}", data=uri, copied_runs=copied)
     return job
 
 
-def register_job(c, identity, job, *, source, data, details=None):
+def register_job(c, identity, job, *, source, data, details=None, copied_runs=None):
     """Register a completed training job's model.tar.gz with its metrics.json (else SageMaker's final metrics)."""
     artifact = job["ModelArtifacts"]["S3ModelArtifacts"]
     report, metrics_uri = model_registry.job_report(c, artifact)
     metrics = {name.replace(":", "_"): value for name, value in _final_metrics(job).items()}
     return model_registry.register(c, identity, model_data_url=artifact, source=source, data=data,
                                    generated_by=job["TrainingJobArn"], report=report, metrics=metrics,
-                                   metrics_uri=metrics_uri, details={"training_job": job["TrainingJobName"],
-                                                                     **(details or {})})
+                                   metrics_uri=metrics_uri, copied_runs=copied_runs,
+                                   details={"training_job": job["TrainingJobName"], **(details or {})})
 
 
 def _stop_training_job(c, name):
@@ -418,9 +418,9 @@ def tune(c, max_jobs=None, parallel=None, objective=None, spot=False, assignment
     print(f"best training job {best['TrainingJobName']}: {final.get('MetricName')}={final.get('Value')} "
           f"with {best.get('TunedHyperParameters')}")
     tuned = " ".join(f"{key}={value}" for key, value in sorted(best.get("TunedHyperParameters", {}).items()))
+    copied = bring_home(c, server, tuning_trial_outputs(c, s3_uri(c, identity, "output"), name), f"tuning job {name}")
     register_job(c, identity, job, source=f"SageMaker tuning job {name}: best training job {best['TrainingJobName']}",
-                 data=uri, details={"tuning_job": name, "hyperparameters": tuned})
-    bring_home(c, server, tuning_trial_outputs(c, s3_uri(c, identity, "output"), name), f"tuning job {name}")
+                 data=uri, details={"tuning_job": name, "hyperparameters": tuned}, copied_runs=copied)
     return tuning_job
 
 

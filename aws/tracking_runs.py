@@ -50,37 +50,40 @@ def tuning_trial_outputs(c, output_path, tuning_job_name):
 
 
 def bring_home(c, server_arn, archives, what):
-    """Copy the MLflow runs in each output archive (s3:// URIs) into the project's store; a line per archive."""
+    """Copy the MLflow runs in each output archive (s3:// URIs) into the project's store; a line per archive.
+    Returns {the run id in the job's store: {"run_id": its id in the project's store, "tracking_uri": that store}},
+    which is what a registered version must name for `invoke ui` to find its run."""
     if server_arn:
         print(f"MLflow: {what} logged to the tracking server {server_arn}")
-        return []
+        return {}
     store = load(c, TrackingSettings).store
-    copied = []
+    destination = store_uri(store)
+    copied = {}
     for uri in archives:
-        copied += _copy_archive_runs(c, uri, store)
+        copied.update(_copy_archive_runs(c, uri, store, destination))
     if copied:
-        print(f"MLflow: {len(copied)} run(s) of {what} copied into {store} (`invoke ui` shows them)")
-    return copied
+        print(f"MLflow: {len(copied)} run(s) of {what} in {store} (`invoke ui` shows them)")
+    return {old: {"run_id": new, "tracking_uri": destination} for old, new in copied.items()}
 
 
-def _copy_archive_runs(c, uri, store):
+def _copy_archive_runs(c, uri, store, destination):
     with tempfile.TemporaryDirectory(prefix="job-output-") as folder:
         archive = Path(folder) / "output.tar.gz"
         try:
             client(c, "s3").download_file(*split_s3_uri(uri), str(archive))
         except botocore.exceptions.ClientError as error:
             print(f"MLflow: no run copied from {uri} ({error.response['Error'].get('Code', 'unreadable')})")
-            return []
+            return {}
         unpacked = Path(folder) / "output"
         with tarfile.open(archive) as tar:
             members = [m for m in tar.getmembers() if m.name.removeprefix("./").split("/")[0] == STORE_FOLDER]
             tar.extractall(unpacked, members=members, filter="data")
         if not (unpacked / STORE_FOLDER / DATABASE).is_file():
             print(f"MLflow: {uri} holds no MLflow store (a job that did not track its run)")
-            return []
+            return {}
         try:
-            return copy_runs(unpacked / STORE_FOLDER, store_uri(store), copied_from=uri)
+            return copy_runs(unpacked / STORE_FOLDER, destination, copied_from=uri)
         except Exception as error:  # the job and its model are fine; say where its run still is
             print(f"MLflow: could not copy the runs of {uri} into {store} ({' '.join(str(error).split())[:200]}); "
                   "they are still in that archive")
-            return []
+            return {}

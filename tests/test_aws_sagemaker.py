@@ -13,6 +13,7 @@ from invoke.exceptions import Exit
 from aws import sagemaker_jobs, tracking_runs
 from aws.session import aws_settings, boto_session
 from configuration.areas import TuningSettings, load
+from training.tracking import store_uri
 from aws_testlib import (BUCKET, REGION, RequestRecorder, answer, assert_copied, create_bucket,  # noqa: F401
                          create_model_package_group, create_role, make_context, moto_account,
                          aws_credentials, refuse, registered_versions, training_output)
@@ -480,8 +481,14 @@ def test_with_no_tracking_server_the_jobs_mlflow_run_is_copied_into_the_projects
     sent = requests.of("CreateTrainingJob")[0]
     assert sent["Environment"] == {"MLFLOW_EXPERIMENT_NAME": "dog-breeds"}      # no server: the run stays in output
     output = f"s3://{BUCKET}/output/{sent['TrainingJobName']}/output/output.tar.gz"
-    assert_copied(tmp_path / "mlflow", job_output_archive, output)
-    tracking_runs.bring_home(c, "", [output], "the same job again")             # copied once only
+    copied = assert_copied(tmp_path / "mlflow", job_output_archive, output)
+    # the version names the copy `invoke ui` shows, not the run in the job's own store (gone with the job)
+    [version] = registered_versions()
+    assert version["CustomerMetadataProperties"]["mlflow_run_id"] == copied.info.run_id
+    assert version["CustomerMetadataProperties"]["mlflow_tracking_uri"] == store_uri(tmp_path / "mlflow")
+    assert tracking_runs.bring_home(c, "", [output], "the same job again") == {       # copied once only
+        job_output_archive.run.info.run_id: {"run_id": copied.info.run_id,
+                                             "tracking_uri": store_uri(tmp_path / "mlflow")}}
     assert_copied(tmp_path / "mlflow", job_output_archive, output)
 
 

@@ -230,23 +230,26 @@ def _note(data, fingerprint):
 def copy_runs(source_store, destination_uri, copied_from=""):
     """Copy every run of the SQLite store in `source_store` (a job's <output>/mlflow, unpacked here) into
     `destination_uri`, into experiments of the same names: params, tags, every metric's history, dataset inputs,
-    artifacts, status and times. A run copied before (tag copied_from_run) is skipped. Returns the new run ids."""
+    artifacts, status and times. A run copied before (tag copied_from_run) is not copied again. Returns
+    {run id in the source store: its run id in the destination}, for the runs copied before too."""
     from mlflow.entities import ViewType
 
     source_store = Path(source_store)
     source, destination = _client(store_uri(source_store)), _client(destination_uri)
-    copied = []
+    copied = {}
     for experiment in source.search_experiments(view_type=ViewType.ALL):
         runs = source.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
         if not runs:
             continue
         target = experiment_id(destination, destination_uri, experiment.name)
         for run in runs:
-            if destination.search_runs([target], f"tags.{SOURCE_RUN_TAG} = '{run.info.run_id}'",
-                                       run_view_type=ViewType.ALL):
+            before = destination.search_runs([target], f"tags.{SOURCE_RUN_TAG} = '{run.info.run_id}'",
+                                             run_view_type=ViewType.ALL)
+            if before:
+                copied[run.info.run_id] = before[0].info.run_id
                 continue
             artifacts = _unpacked_artifacts(source_store, experiment.artifact_location, run.info.artifact_uri)
-            copied.append(_copy_run(source, destination, run, target, artifacts, copied_from))
+            copied[run.info.run_id] = _copy_run(source, destination, run, target, artifacts, copied_from)
     return copied
 
 
