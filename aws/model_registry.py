@@ -39,13 +39,16 @@ def group_name(c):
 
 def ensure_group(c, identity):
     """Make sure the group exists before anything is trained into it: the bootstrap targets create it on first use
-    (unless aws.model_package_group names one of its own, which must exist); returns its name."""
+    (unless aws.model_package_group names one of its own, or aws.sagemaker_role_arn says the account's resources
+    are managed outside Terraform: then it must exist); returns its name."""
     name = group_name(c)
     if _group_exists(c, name):
         return name
     if aws_settings(c).model_package_group:
         raise Exit(f"no model package group {name} (aws.model_package_group) in {identity.region}: create it, or "
                    "leave the setting empty to use the one Terraform creates")
+    if aws_settings(c).sagemaker_role_arn:     # resources managed outside Terraform: no bootstrap apply
+        raise Exit(f"model package group {name} does not exist: create it or set aws.model_package_group")
     bootstrap_outputs(c, identity, needed=("model_package_group_name",))
     if not _group_exists(c, name):
         raise Exit(f"Terraform created no model package group {name}: check module.model_registry and "

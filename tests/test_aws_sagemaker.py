@@ -96,6 +96,19 @@ def test_a_job_on_four_instances_runs_train_py_under_torchrun_on_spot_with_check
     assert version["MetadataProperties"]["GeneratedBy"] == job["TrainingJobArn"]
 
 
+def test_with_its_own_role_and_no_group_training_stops_with_one_line_before_terraform_or_a_job(moto_account,
+                                                                                                 tmp_path):
+    role = create_role()
+    create_bucket(objects=DATA)
+    c = make_context(tmp_path, bucket=BUCKET, sagemaker_role_arn=role, terraform_dir=str(tmp_path / "no-terraform"))
+    requests = RequestRecorder(boto_session(c))
+    with pytest.raises(Exit) as stopped:
+        sagemaker_jobs.train(c)
+    assert stopped.value.message == ("model package group dog-breeds does not exist: create it or set "
+                                     "aws.model_package_group")
+    assert "CreateTrainingJob" not in requests.names()
+
+
 def test_a_training_job_registers_its_model_pending_approval_with_metrics_data_and_mlflow_run(account):
     c, requests, _ = account
     write_output_when_created(c)
