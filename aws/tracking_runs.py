@@ -4,7 +4,7 @@ With the SageMaker managed MLflow tracking server on (Terraform output `mlflow_t
 tuning trials and the EC2 host log to it: their environment has MLFLOW_TRACKING_URI=<the server's ARN>, which the
 sagemaker-mlflow plugin (training/requirements.txt) reads as a tracking URI. With it off, train.py keeps each run in
 a SQLite store in its output folder (<output>/mlflow), which SageMaker packs into the job's output.tar.gz; when
-the job ends, the task copies those runs into the project's store (tracking.store) so `invoke ui` shows them.
+the job ends, the task copies those runs into the project's store (MLFLOW_TRACKING_URI, else tracking.store) so `invoke ui` shows them.
 """
 
 import tarfile
@@ -15,7 +15,7 @@ import botocore.exceptions
 from aws.bootstrap import bootstrap_outputs
 from aws.session import aws_settings, client, split_s3_uri
 from configuration.areas import TrackingSettings, load
-from training.tracking import DATABASE, STORE_FOLDER, copy_runs, store_uri
+from training.tracking import DATABASE, STORE_FOLDER, copy_runs, project_tracking_uri
 
 SERVER_OUTPUT = "mlflow_tracking_server_arn"
 
@@ -56,17 +56,16 @@ def bring_home(c, server_arn, archives, what):
     if server_arn:
         print(f"MLflow: {what} logged to the tracking server {server_arn}")
         return {}
-    store = load(c, TrackingSettings).store
-    destination = store_uri(store)
+    destination = project_tracking_uri(load(c, TrackingSettings))
     copied = {}
     for uri in archives:
-        copied.update(_copy_archive_runs(c, uri, store, destination))
+        copied.update(_copy_archive_runs(c, uri, destination))
     if copied:
-        print(f"MLflow: {len(copied)} run(s) of {what} in {store} (`invoke ui` shows them)")
+        print(f"MLflow: {len(copied)} run(s) of {what} in {destination} (`invoke ui` shows them)")
     return {old: {"run_id": new, "tracking_uri": destination} for old, new in copied.items()}
 
 
-def _copy_archive_runs(c, uri, store, destination):
+def _copy_archive_runs(c, uri, destination):
     with tempfile.TemporaryDirectory(prefix="job-output-") as folder:
         archive = Path(folder) / "output.tar.gz"
         try:
@@ -84,6 +83,6 @@ def _copy_archive_runs(c, uri, store, destination):
         try:
             return copy_runs(unpacked / STORE_FOLDER, destination, copied_from=uri)
         except Exception as error:  # the job and its model are fine; say where its run still is
-            print(f"MLflow: could not copy the runs of {uri} into {store} ({' '.join(str(error).split())[:200]}); "
+            print(f"MLflow: could not copy the runs of {uri} into {destination} ({' '.join(str(error).split())[:200]}); "
                   "they are still in that archive")
             return {}

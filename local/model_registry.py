@@ -12,14 +12,13 @@ MLFLOW_TRACKING_URI, when set (a team's server), wins over the project's store, 
 
 import getpass
 import json
-import os
 import subprocess
 from datetime import datetime, timezone
 
 from configuration.areas import REPO_ROOT, TrackingSettings, TrainSettings, load
 from stack_common.model_versions import (PENDING, ModelVersion, data_fingerprint, find_version, metric_values,
                                          parse_version_number, transition_refusal)
-from training.tracking import DATABASE, sqlite_store_dir, store_uri
+from training.tracking import DATABASE, project_tracking_uri, sqlite_store_dir
 
 STATUS_TAG, WEIGHTS_TAG = "approval_status", "model_version"
 
@@ -29,7 +28,7 @@ class RegistryError(RuntimeError):
 
 
 def registry_uri(config):
-    return os.environ.get("MLFLOW_TRACKING_URI") or store_uri(load(config, TrackingSettings).store)
+    return project_tracking_uri(load(config, TrackingSettings))
 
 
 def model_name(config):

@@ -33,10 +33,12 @@ def aws_credentials(monkeypatch):
 
 
 @pytest.fixture
-def moto_account(aws_credentials):
+def moto_account(aws_credentials, monkeypatch):
     from moto import mock_aws
 
     import aws.session
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)   # job runs come home to tmp_path / "mlflow"
 
     aws.session._session.cache_clear()
     with mock_aws(config={"lambda": {"use_docker": False}}):  # no containers: answers come from a queue

@@ -175,7 +175,7 @@ def test_invoke_train_logs_to_the_projects_store_unless_mlflow_tracking_uri_name
     assert command[command.index("--experiment") + 1] == "team"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
     command = local_run.train_command(train_settings, data=tmp_path, chosen={})
-    assert "--tracking-uri" not in command      # train.py's default is the variable
+    assert command[command.index("--tracking-uri") + 1] == "http://tracking.example:5000"   # the variable wins
 
 
 def _start_ui(store, port):

@@ -8,7 +8,6 @@ through configuration.areas.
 """
 
 import logging
-import os
 import shlex
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from model_layout import CODE_DIR, CONFIG_FILE, WEIGHTS_FILE
 from training import download, hyperparameters, synthetic
 from training.imagefolder_data import DataError, scan_data
 from training.model_archive import build_model_archive
-from training.tracking import store_uri
+from training.tracking import project_tracking_uri
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
 SYNTHETIC_PRESET = "synthetic-cpu"
@@ -54,7 +53,7 @@ def train_command(train, *, data, chosen, preset=None, workers=1, fresh=False, t
     ones) and the `chosen` hyperparameters; a preset they name replaces the synthetic one.
 
     MLFLOW_TRACKING_URI, when set (a team's tracking server), wins over the store, as it does for every MLflow tool:
-    train.py reads it itself."""
+    train_command passes it to train.py."""
     tracking = tracking or TrackingSettings()
     workers = int(workers)
     if workers < 1:
@@ -65,8 +64,7 @@ def train_command(train, *, data, chosen, preset=None, workers=1, fresh=False, t
     args = ["--data", str(data), "--model-dir", str(train.model_dir), "--output-dir", str(train.output_dir),
             "--checkpoint-dir", str(train.checkpoint_dir), "--archive", str(train.archive),
             "--experiment", tracking.experiment]
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        args += ["--tracking-uri", store_uri(tracking.store)]
+    args += ["--tracking-uri", project_tracking_uri(tracking)]
     if preset and "preset" not in chosen:
         args += ["--preset", preset]
     if fresh:

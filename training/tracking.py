@@ -40,6 +40,12 @@ def store_uri(store_dir):
     return f"sqlite:///{Path(store_dir).resolve() / DATABASE}"
 
 
+def project_tracking_uri(tracking):
+    """Where the project's runs and registered models are: MLFLOW_TRACKING_URI when set (a team's server wins, as
+    it does for every MLflow tool), else the store of `tracking` (TrackingSettings)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or store_uri(tracking.store)
+
+
 def sqlite_store_dir(tracking_uri):
     """The folder of a SQLite store's database, or None for any other tracking URI."""
     prefix = "sqlite:///"       # then the path: sqlite:////abs/mlflow.db, or sqlite:///relative/mlflow.db
