@@ -9,14 +9,10 @@ aws.sagemaker_role_arn (and aws.bucket) skips all of this.
 
 from invoke.exceptions import Exit
 
-from aws.session import aws_settings, bucket_name
+from aws.session import aws_settings
 from aws.terraform import TerraformError
-from aws.terraform_root import plan_dir, terraform_variables, workspace
+from aws.terraform_root import PLACEHOLDER_MODEL_URL, plan_dir, terraform_variables, workspace
 
-
-
-def placeholder_model_url(c, identity):
-    return f"s3://{bucket_name(c, identity)}/bootstrap/placeholder/model.tar.gz"
 
 
 def bootstrap_outputs(c, identity, needed=("sagemaker_role_arn", "bucket_name"), enable_ec2_training_host=False):
@@ -30,7 +26,7 @@ def bootstrap_outputs(c, identity, needed=("sagemaker_role_arn", "bucket_name"),
         print(f"first use of this account: creating {', '.join(targets)} with Terraform", flush=True)
         plan_file = plan_dir(c) / "bootstrap.tfplan"
         plan_file.parent.mkdir(parents=True, exist_ok=True)
-        variables = terraform_variables(c, placeholder_model_url(c, identity), enable_ec2_training_host)
+        variables = terraform_variables(c, PLACEHOLDER_MODEL_URL, enable_ec2_training_host)
         ws.plan(plan_file, variables, targets=targets)
         ws.apply(plan_file)
         plan_file.unlink(missing_ok=True)

@@ -20,16 +20,14 @@ from aws import model_registry, plan_review
 from aws.session import (REPO_ROOT, aws_settings, boto_session, client, poll_until, require_credentials,
                          stops_with_one_line)
 from aws.terraform import TerraformError
-from aws.terraform_root import (config_digest, deployed_outputs, lambda_package, plan_files, running_instance_count,
-                                state_version, terraform_variables, workspace)
+from aws.terraform_root import (PLACEHOLDER_MODEL_URL, config_digest, deployed_outputs, lambda_package, plan_files,
+                                running_instance_count, state_version, terraform_variables, workspace)
 from stack_common.function_client import aws_lambda_client, format_predictions
 from stack_common.function_zip import build_function_zip
 from stack_common.smoke_test import SmokeTestFailed, run_smoke_test, smoke_event
 
 # What terraform/ accepts as model_data_url (its variable validation): s3://<bucket>/<key>/model.tar.gz.
 MODEL_URI_PATTERN = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/(.+/)?model\.tar\.gz$")
-# Destroying reads no model, but the variable is required and validated: any well-formed URI will do.
-DESTROY_MODEL_URL = "s3://placeholder-bucket/destroy/model.tar.gz"
 
 
 def check_model_uri(uri):
@@ -203,7 +201,7 @@ def destroy(c):
     require_credentials(c)
     ws = workspace(c)
     try:
-        ws.destroy(terraform_variables(c, DESTROY_MODEL_URL))
+        ws.destroy(terraform_variables(c, PLACEHOLDER_MODEL_URL))
     except TerraformError as error:
         raise Exit(str(error))
     for path in plan_files(c).values():

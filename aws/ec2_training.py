@@ -18,7 +18,6 @@ from pathlib import Path
 import botocore.exceptions
 from invoke.exceptions import Exit
 
-from aws.bootstrap import placeholder_model_url
 from aws import model_registry
 from aws.sagemaker_jobs import source_archive, stage_source
 from aws.tracking_runs import SERVER_OUTPUT, bring_home, job_environment
@@ -27,7 +26,7 @@ from aws.session import (aws_settings, client, ec2_settings, poll_until, require
 from configuration.areas import DataSettings, TrainSettings, load
 from training import hyperparameters
 from aws.terraform import TerraformError
-from aws.terraform_root import plan_dir, terraform_variables, workspace
+from aws.terraform_root import PLACEHOLDER_MODEL_URL, plan_dir, terraform_variables, workspace
 
 # Where train.py writes on the host, relative to ec2.workdir: the host's own layout, not this machine's paths.
 HOST_PATHS = {"model_dir": "build/model", "output_dir": "build/output", "checkpoint_dir": "build/checkpoints",
@@ -41,7 +40,7 @@ def _run_id():
 
 def _host_variables(c, identity, enabled):
     # The targeted modules never read the model: any well-formed URI will do.
-    return terraform_variables(c, placeholder_model_url(c, identity), enable_ec2_training_host=enabled)
+    return terraform_variables(c, PLACEHOLDER_MODEL_URL, enable_ec2_training_host=enabled)
 
 
 def set_training_host(c, identity, ws, enabled):

@@ -72,6 +72,10 @@ def workspace(c, init=True):
 def lambda_package(c):
     return load(c, ProjectSettings).function_zip
 
+# For the applies that read no model (the bootstrap and EC2 targets, destroy): terraform/ requires model_data_url
+# and validates its form, so a well-formed URI that names no model.
+PLACEHOLDER_MODEL_URL = "s3://placeholder-bucket/no-model/model.tar.gz"
+
 
 def terraform_variables(c, model_data_url, enable_ec2_training_host=False, running_instance_count=None):
     """The root module's variables from the aws settings; aws.terraform_variables adds to them (objects merge: its
