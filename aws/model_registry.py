@@ -66,11 +66,11 @@ def _group_exists(c, name):
         raise
 
 
-def serving_image(c):
+def serving_image(c, image):
     """The inference image the endpoint module runs (terraform/modules/endpoint): endpoint.image_uri, else the
     prebuilt PyTorch inference image of endpoint.framework_version and python_version for the instance's
-    processor, as the SageMaker SDK names it (the same repository and tag as Terraform's lookup)."""
-    image = endpoint_image_settings(c)
+    processor, as the SageMaker SDK names it (the same repository and tag as Terraform's lookup); `image` is
+    terraform_root.endpoint_image_settings."""
     if image["image_uri"]:
         return image["image_uri"]
     from sagemaker.core import image_uris
@@ -137,6 +137,7 @@ def register(c, identity, *, model_data_url, source, generated_by, data, report=
     final = metric_values(report.get("final") or metrics or {})
     run = report.get("mlflow") or {}
     run = (copied_runs or {}).get(run.get("run_id"), run)
+    image = endpoint_image_settings(c)
     properties = {"source": source, "data": data, "data_fingerprint": data_fingerprint(report),
                   "mlflow_run_id": run.get("run_id", ""), "mlflow_tracking_uri": run.get("tracking_uri", ""),
                   **{name: f"{value:.6g}" for name, value in final.items()}, **(details or {})}
@@ -145,10 +146,10 @@ def register(c, identity, *, model_data_url, source, generated_by, data, report=
         "ModelPackageDescription": source[:1024],
         "ModelApprovalStatus": PENDING,
         "InferenceSpecification": {
-            "Containers": [{"Image": serving_image(c), "ModelDataUrl": model_data_url, "Framework": "PYTORCH",
-                            "FrameworkVersion": endpoint_image_settings(c)["framework_version"]}],
+            "Containers": [{"Image": serving_image(c, image), "ModelDataUrl": model_data_url, "Framework": "PYTORCH",
+                            "FrameworkVersion": image["framework_version"]}],
             "SupportedContentTypes": CONTENT_TYPES, "SupportedResponseMIMETypes": ["application/json"],
-            "SupportedRealtimeInferenceInstanceTypes": [endpoint_image_settings(c)["instance_type"]]},
+            "SupportedRealtimeInferenceInstanceTypes": [image["instance_type"]]},
         "CustomerMetadataProperties": {key: metadata_value(value) for key, value in properties.items()
                                        if metadata_value(value)},
         "MetadataProperties": {key: value for key, value in {

@@ -115,7 +115,13 @@ def endpoint_image_settings(c):
                 or _endpoint_defaults(REPO_ROOT / "terraform" / "variables.tf"))
     chosen = {**declared, "instance_type": aws_settings(c).endpoint_instance_type,
               **(aws_settings(c).terraform_variables.get("endpoint") or {})}
-    return {name: chosen.get(name) for name in ("instance_type", "framework_version", "python_version", "image_uri")}
+    names = ("instance_type", "framework_version", "python_version", "image_uri")
+    settings = {name: chosen.get(name) for name in names}
+    missing = [name for name, value in settings.items() if value is None and name != "image_uri"]
+    if missing:
+        raise Exit(f"no endpoint {', '.join(missing)} in aws.terraform_variables.endpoint nor in the endpoint "
+                   "variable's defaults of variables.tf: set it there")
+    return settings
 
 
 def _endpoint_defaults(variables_tf):
