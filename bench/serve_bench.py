@@ -367,6 +367,62 @@ def _latency(run):
     return figures
 
 
+class _PlainPost:
+    """POST one body to `url` over a kept-alive http.client connection; the answer must be 200."""
+
+    def __init__(self, url, body, content_type):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.path, self.body, self.headers = parts.path, body, {"Content-Type": content_type, "Accept": "application/json"}
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+
+    def __call__(self):
+        self.connection.request("POST", self.path, body=self.body, headers=self.headers)
+        response = self.connection.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{self.path} answered HTTP {response.status}: {data[:300]!r}")
+        return data
+
+
+HOPS = (("in_process", "inference.py in-process"),
+        ("container", "POST /invocations on the container port"),
+        ("invoke_endpoint_route", "InvokeEndpoint route, plain HTTP"),
+        ("boto3_sagemaker_runtime", "boto3 sagemaker-runtime invoke_endpoint"),
+        ("stack", "boto3 lambda invoke: function + endpoint"))
+
+
+def _hops(run):
+    """(a) taken apart: the same image through each hop of the stack in turn, one request each, round after round
+    (same machine load for all), so each p50's difference to the one before is what that hop adds."""
+    container_url = run.state["endpoint"].get("backend_url", run.settings.endpoint_url) + "/invocations"
+    endpoint = f"{run.settings.endpoint_url}/endpoints/{run.settings.endpoint_name}/invocations"
+    runtime_client = boto3.client("sagemaker-runtime", endpoint_url=run.settings.endpoint_url,
+                                  region_name=run.settings.region, aws_access_key_id="bench",
+                                  aws_secret_access_key="bench",
+                                  config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
+    calls = {"in_process": lambda: run.predict(run.small),
+             "container": _PlainPost(container_url, run.small, "image/jpeg"),
+             "invoke_endpoint_route": _PlainPost(endpoint, run.small, "image/jpeg"),
+             "boto3_sagemaker_runtime": lambda: runtime_client.invoke_endpoint(
+                 EndpointName=run.settings.endpoint_name, Body=run.small, ContentType="image/jpeg",
+                 Accept="application/json")["Body"].read(),
+             "stack": run.call_image}
+    for call in calls.values():
+        timed_calls(call, 3)
+    samples = {name: [] for name in calls}
+    for _ in range(run.args.requests):
+        for name, call in calls.items():
+            samples[name] += timed_calls(call, 1)
+    figures = {name: summary(values) for name, values in samples.items()}
+    p50 = [figures[name]["p50_ms"] for name, _ in HOPS]
+    run.say("(a) hop by hop, p50 (added by the hop): " + "; ".join(
+        f"{label} {value:.1f} ms" + (f" (+{value - p50[i - 1]:.1f})" if i else "")
+        for i, ((_, label), value) in enumerate(zip(HOPS, p50))))
+    return figures
+
+
 def _cpu_per_request(run):
     """Where the CPU goes per request: the caller's boto3, the function process, the endpoint processes."""
     count = run.args.requests
@@ -473,6 +529,7 @@ def measure_stack(runtime, args, model_dir, images, predict, small, large):
         for _ in range(10):
             run.call_image()
         results["a_latency"] = _latency(run)
+        results["a_hops"] = _hops(run)
         results["cpu_ms_per_request"] = _cpu_per_request(run)
         results["c_large_image"] = _large_image(run)
         cores = os.cpu_count()
@@ -493,6 +550,8 @@ def side_by_side(by_runtime):
     rows = [("(a) p50 in-process / stack ms (goal)", lambda r: f"{r['a_latency']['in_process']['p50_ms']:.1f} / "
              f"{r['a_latency']['stack']['p50_ms']:.1f} ({r['a_latency']['goal_p50_ms']:.1f})"),
             ("(a) p99 stack ms", lambda r: f"{r['a_latency']['stack']['p99_ms']:.1f}"),
+            ("(a) hop by hop p50 ms: " + " / ".join(name for name, _ in HOPS), lambda r: " / ".join(
+                f"{r['a_hops'][name]['p50_ms']:.1f}" for name, _ in HOPS)),
             ("CPU ms/request caller / function / endpoint", lambda r: " / ".join(
                 f"{r['cpu_ms_per_request'][key]:.1f}" for key in ("client_boto3", "function", "endpoint"))),
             ("(b) stack vs best in-process img/s", lambda r: f"{r['b_throughput']['stack_img_s']:.1f} vs "
