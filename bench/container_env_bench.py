@@ -13,9 +13,16 @@ then the four functions in-process), and each endpoint process's CPU seconds (us
 children it has reaped, such as TorchServe's system metrics collector) are read from /proc before and after.
 
     .venv/bin/python bench/container_env_bench.py --arch resnet18 --image-size 96 --cpu-per-request 400
+
+--serial-latency N instead times N sequential requests to each TorchServe port of LATENCY_VARIANTS' stacks in
+turn (the shim left out), with the four functions in-process between them, after --warm-requests to each.
+
+    .venv/bin/python bench/container_env_bench.py --arch resnet18 --image-size 96 --serial-latency 300 \
+        --warm-requests 400
 """
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -52,6 +59,15 @@ CPU_VARIANTS = {
                                                                "TS_DISABLE_SYSTEM_METRICS": "false"},
     "the module's": {},
 }
+# Frontend settings the environment reaches that might shorten one request: TorchServe's Netty threads, and its
+# metrics and logging modes (docs/serving.md says why the module keeps neither).
+LATENCY_VARIANTS = {
+    "the module's": {},
+    "TS_NUMBER_OF_NETTY_THREADS=1, TS_NETTY_CLIENT_THREADS=1": {"TS_NUMBER_OF_NETTY_THREADS": "1",
+                                                               "TS_NETTY_CLIENT_THREADS": "1"},
+    "TS_METRICS_MODE=prometheus, TS_ASYNC_LOGGING=true": {"TS_METRICS_MODE": "prometheus",
+                                                          "TS_ASYNC_LOGGING": "true"},
+}
 PROCESS_KINDS = (("org.pytorch.serve.ModelServer", "TorchServe frontend (Java)"),
                  ("model_service_worker", "TorchServe workers (toolkit + inference.py)"),
                  ("--shim", "SageMaker Runtime shim"), ("toolkit_endpoint", "entrypoint"))
@@ -69,22 +85,33 @@ def cpu_seconds_by_kind(pgid):
     return seconds
 
 
-def cpu_per_request(args, model_dir, image, work):
-    """{variant: {process kind: CPU ms per request}} of stacks side by side, plus the four functions in-process."""
+@contextlib.contextmanager
+def deployed_side_by_side(variants, model_dir, work, prefix):
+    """{variant: (settings, state)} of toolkit stacks for `variants`, all running at once; destroyed at the end."""
     deployed = {}
     try:
-        for index, (name, environment) in enumerate(CPU_VARIANTS.items()):
+        for index, (name, environment) in enumerate(variants.items()):
             settings = LocalSettings(
-                state_dir=BENCH_DIR / f"cpu-state-{index}", endpoint_port=free_port("127.0.0.1"),
+                state_dir=BENCH_DIR / f"{prefix}-state-{index}", endpoint_port=free_port("127.0.0.1"),
                 function_port=free_port("127.0.0.1"), model_dir=model_dir, archive=work / "model.tar.gz",
                 endpoint_runtime="toolkit", endpoint_environment=tuple(environment.items()))
-            deployed[name] = (settings, stack.deploy(settings, progress=lambda message: None)["endpoint"]["pid"])
+            deployed[name] = (settings, stack.deploy(settings, progress=lambda message: None))
+        yield deployed
+    finally:
+        for settings, _ in deployed.values():
+            stack.destroy(settings)
+
+
+def cpu_per_request(args, model_dir, image, work):
+    """{variant: {process kind: CPU ms per request}} of stacks side by side, plus the four functions in-process."""
+    with deployed_side_by_side(CPU_VARIANTS, model_dir, work, "cpu") as deployed:
+        groups = {name: state["endpoint"]["pid"] for name, (_, state) in deployed.items()}
         predict = in_process_predictor(model_dir)
         callers = {name: invoker(settings.endpoint_url, image) for name, (settings, _) in deployed.items()}
         for _ in range(args.warm_requests):
             for call in callers.values():
                 call()
-        before = {name: cpu_seconds_by_kind(pgid) for name, (_, pgid) in deployed.items()}
+        before = {name: cpu_seconds_by_kind(pgid) for name, pgid in groups.items()}
         in_process = 0.0
         for _ in range(args.cpu_per_request):
             for call in callers.values():
@@ -92,23 +119,40 @@ def cpu_per_request(args, model_dir, image, work):
             started = time.process_time()
             predict(image)
             in_process += time.process_time() - started
-        after = {name: cpu_seconds_by_kind(pgid) for name, (_, pgid) in deployed.items()}
-    finally:
-        for settings, _ in deployed.values():
-            stack.destroy(settings)
+        after = {name: cpu_seconds_by_kind(pgid) for name, pgid in groups.items()}
     per_request = {name: {kind: round(1000 * (seconds - before[name].get(kind, 0.0)) / args.cpu_per_request, 2)
                           for kind, seconds in after[name].items()} for name in deployed}
     return per_request, round(1000 * in_process / args.cpu_per_request, 2)
 
 
-def invoker(url, body):
-    """One InvokeEndpoint request on a kept-alive connection per call; raises unless it is answered 200."""
+def serial_latency(args, model_dir, image, work):
+    """{variant: latency summary} of sequential requests to each stack's TorchServe port in turn (the shim left
+    out), and of the four functions in-process between them, after --warm-requests to each."""
+    with deployed_side_by_side(LATENCY_VARIANTS, model_dir, work, "latency") as deployed:
+        callers = {name: invoker(state["endpoint"]["backend_url"], image, path="/invocations")
+                   for name, (_, state) in deployed.items()}
+        predict = in_process_predictor(model_dir)
+        callers["the four functions in-process"] = lambda: predict(image)
+        for _ in range(args.warm_requests):
+            for call in callers.values():
+                call()
+        samples = {name: [] for name in callers}
+        for _ in range(args.serial_latency):
+            for name, call in callers.items():
+                started = time.perf_counter()
+                call()
+                samples[name].append(time.perf_counter() - started)
+    return {name: summary(values) for name, values in samples.items()}
+
+
+def invoker(url, body, path="/endpoints/dog-breeds-local/invocations"):
+    """One request (InvokeEndpoint unless `path` says otherwise) on a kept-alive connection per call; raises unless
+    it is answered 200."""
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=120)
 
     def call():
-        connection.request("POST", "/endpoints/dog-breeds-local/invocations", body=body,
-                           headers={"Content-Type": "image/jpeg"})
+        connection.request("POST", path, body=body, headers={"Content-Type": "image/jpeg"})
         response = connection.getresponse()
         answer = response.read()
         if response.status != 200:
@@ -156,6 +200,8 @@ def main(args):
           flush=True)
     if args.cpu_per_request:
         return report_cpu_per_request(args, model_dir, image, work, results)
+    if args.serial_latency:
+        return report_serial_latency(args, model_dir, image, work, results)
     for name, environment in VARIANTS.items():
         settings = LocalSettings(state_dir=BENCH_DIR / "env-state", endpoint_port=free_port("127.0.0.1"),
                                        function_port=free_port("127.0.0.1"), model_dir=model_dir,
@@ -193,6 +239,18 @@ def report_cpu_per_request(args, model_dir, image, work, results):
     print(f"figures written to {out}")
 
 
+def report_serial_latency(args, model_dir, image, work, results):
+    results.pop("variants")
+    results.update(requests=args.serial_latency, latency=serial_latency(args, model_dir, image, work),
+                   load_average_at_end=os.getloadavg()[0])
+    for name, figures in results["latency"].items():
+        print(f"{name}: p50 {figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    out = BENCH_DIR / f"container_env_latency-{args.arch}-{args.image_size}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"figures written to {out}")
+
+
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="resnet50", help="untrained model of this arch (default resnet50)")
@@ -201,8 +259,12 @@ def get_args_parser():
     parser.add_argument("--seconds", type=float, default=30, help="measurement per variant (default 30)")
     parser.add_argument("--cpu-per-request", type=int, default=0,
                         help="instead: CPU per request of CPU_VARIANTS side by side, over this many requests each")
+    parser.add_argument("--serial-latency", type=int, default=0,
+                        help="instead: sequential latency at TorchServe's port of LATENCY_VARIANTS side by side, "
+                             "over this many requests each")
     parser.add_argument("--warm-requests", type=int, default=300,
-                        help="requests to each stack before --cpu-per-request counts (the JVM compiles meanwhile)")
+                        help="requests to each stack before --cpu-per-request or --serial-latency counts (the JVM "
+                             "compiles meanwhile)")
     parser.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
     return parser
 
