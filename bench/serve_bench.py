@@ -374,7 +374,8 @@ class _PlainPost:
         from urllib.parse import urlsplit
 
         parts = urlsplit(url)
-        self.path, self.body, self.headers = parts.path, body, {"Content-Type": content_type, "Accept": "application/json"}
+        self.path, self.body = parts.path, body
+        self.headers = {"Content-Type": content_type, "Accept": "application/json"}
         self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
 
     def __call__(self):
