@@ -34,10 +34,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-from bench.serve_bench import BENCH_DIR, in_process_predictor, photo_like_jpeg, prepare_model, summary
+from bench.serve_bench import (BENCH_DIR, cpu_seconds_by_kind, in_process_predictor, photo_like_jpeg,
+                               prepare_model, summary)
 from local import stack
 from local.ports import free_port
-from local.procfs import cmdline_text, cpu_seconds, group_processes
 from local.settings import LocalSettings
 
 CORES = str(os.cpu_count())
@@ -59,6 +59,7 @@ CPU_VARIANTS = {
                                                                "TS_DISABLE_SYSTEM_METRICS": "false"},
     "the module's": {},
 }
+
 # Frontend settings the environment reaches that might shorten one request: TorchServe's Netty threads, and its
 # metrics and logging modes (docs/serving.md says why the module keeps neither).
 LATENCY_VARIANTS = {
@@ -68,21 +69,6 @@ LATENCY_VARIANTS = {
     "TS_METRICS_MODE=prometheus, TS_ASYNC_LOGGING=true": {"TS_METRICS_MODE": "prometheus",
                                                           "TS_ASYNC_LOGGING": "true"},
 }
-PROCESS_KINDS = (("org.pytorch.serve.ModelServer", "TorchServe frontend (Java)"),
-                 ("model_service_worker", "TorchServe workers (toolkit + inference.py)"),
-                 ("--shim", "SageMaker Runtime shim"), ("toolkit_endpoint", "entrypoint"))
-
-
-def cpu_seconds_by_kind(pgid):
-    """CPU seconds of each kind of process in an endpoint's process group, with those of its reaped children."""
-    seconds = {}
-    for pid in group_processes(pgid):
-        spent, command = cpu_seconds(pid, with_reaped_children=True), cmdline_text(pid)
-        if spent is None:
-            continue
-        kind = next((name for marker, name in PROCESS_KINDS if marker in command), "other")
-        seconds[kind] = seconds.get(kind, 0.0) + spent
-    return seconds
 
 
 @contextlib.contextmanager

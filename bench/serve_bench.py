@@ -163,9 +163,26 @@ def cold_start(model_dir):
 
 # ---------------------------------------------------------------------------------------------------- stack
 
-def group_cpu_seconds(pgid):
-    """User + system CPU seconds of the live processes of a process group (a server and its workers)."""
-    return sum(procfs.cpu_seconds(pid) or 0.0 for pid in procfs.group_processes(pgid))
+# Which process of a server's group does what, by a marker in its command line (the first that matches).
+PROCESS_KINDS = (("org.pytorch.serve.ModelServer", "TorchServe frontend (Java)"),
+                 ("model_service_worker", "TorchServe workers (toolkit + inference.py)"),
+                 ("--shim", "SageMaker Runtime shim"), ("toolkit_endpoint", "entrypoint"),
+                 ("local.endpoint_server", "builtin endpoint (gunicorn + inference.py)"),
+                 ("awslambdaric", "execution environments (awslambdaric + lambda_function.py + boto3)"),
+                 ("local.function_server", "function server (Invoke and Runtime API)"))
+
+
+def cpu_seconds_by_kind(pgid):
+    """CPU seconds of each kind of process in a server's process group, with those of the children each has reaped
+    (such as TorchServe's system metrics collector)."""
+    seconds = {}
+    for pid in procfs.group_processes(pgid):
+        spent, command = procfs.cpu_seconds(pid, with_reaped_children=True), procfs.cmdline_text(pid)
+        if spent is None:
+            continue
+        kind = next((name for marker, name in PROCESS_KINDS if marker in command), "other")
+        seconds[kind] = seconds.get(kind, 0.0) + spent
+    return seconds
 
 
 def own_cpu_seconds():
@@ -429,19 +446,26 @@ def _cpu_per_request(run):
     count = run.args.requests
 
     def now():
-        return (own_cpu_seconds(), group_cpu_seconds(run.state["function"]["pid"]),
-                group_cpu_seconds(run.state["endpoint"]["pid"]))
+        return (own_cpu_seconds(), cpu_seconds_by_kind(run.state["function"]["pid"]),
+                cpu_seconds_by_kind(run.state["endpoint"]["pid"]))
+
+    def per_request(after, before):
+        return {kind: 1000 * (seconds - before.get(kind, 0.0)) / count for kind, seconds in after.items()}
 
     marks = now()
     timed_calls(run.call_image, count)
-    spent = [after - before for after, before in zip(now(), marks)]
+    after = now()
     mark = own_cpu_seconds()
     timed_calls(lambda: run.predict(run.small), count)
     model_cpu = own_cpu_seconds() - mark
-    cpu = {"client_boto3": 1000 * spent[0] / count, "function": 1000 * spent[1] / count,
-           "endpoint": 1000 * spent[2] / count, "in_process_four_functions": 1000 * model_cpu / count}
+    by_kind = {"function": per_request(after[1], marks[1]), "endpoint": per_request(after[2], marks[2])}
+    cpu = {"client_boto3": 1000 * (after[0] - marks[0]) / count, "function": sum(by_kind["function"].values()),
+           "endpoint": sum(by_kind["endpoint"].values()), "in_process_four_functions": 1000 * model_cpu / count,
+           "by_process": by_kind}
     run.say(f"    CPU per request: caller (boto3) {cpu['client_boto3']:.1f} ms, function {cpu['function']:.1f} ms, "
             f"endpoint {cpu['endpoint']:.1f} ms; in-process four functions {cpu['in_process_four_functions']:.1f} ms")
+    run.say("    CPU per request by process: " + "; ".join(
+        f"{kind} {ms:.1f} ms" for part in by_kind.values() for kind, ms in sorted(part.items())))
     return cpu
 
 
