@@ -15,7 +15,8 @@ children it has reaped, such as TorchServe's system metrics collector) are read 
     .venv/bin/python bench/container_env_bench.py --arch resnet18 --image-size 96 --cpu-per-request 400
 
 --serial-latency N instead times N sequential requests to each TorchServe port of LATENCY_VARIANTS' stacks in
-turn (the shim left out), with the four functions in-process between them, after --warm-requests to each.
+turn (the shim left out), with the four functions in-process between them, after --warm-requests to each, and
+reads from TorchServe's own metrics how long it spent on those requests outside the handler.
 
     .venv/bin/python bench/container_env_bench.py --arch resnet18 --image-size 96 --serial-latency 300 \
         --warm-requests 400
@@ -26,6 +27,8 @@ import contextlib
 import http.client
 import json
 import os
+import re
+import statistics
 import tempfile
 import threading
 import time
@@ -34,9 +37,11 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-from bench.serve_bench import (BENCH_DIR, cpu_seconds_by_kind, in_process_predictor, photo_like_jpeg,
+from bench.serve_bench import (BENCH_DIR, PlainPost, cpu_seconds_by_kind, in_process_predictor, photo_like_jpeg,
                                prepare_model, summary)
 from local import stack
+from local.servers import toolkit_base_dir
+from local.toolkit_endpoint import logs_dir
 from local.ports import free_port
 from local.settings import LocalSettings
 
@@ -93,7 +98,8 @@ def cpu_per_request(args, model_dir, image, work):
     with deployed_side_by_side(CPU_VARIANTS, model_dir, work, "cpu") as deployed:
         groups = {name: state["endpoint"]["pid"] for name, (_, state) in deployed.items()}
         predict = in_process_predictor(model_dir)
-        callers = {name: invoker(settings.endpoint_url, image) for name, (settings, _) in deployed.items()}
+        callers = {name: PlainPost(f"{settings.endpoint_url}/endpoints/{settings.endpoint_name}/invocations", image,
+                                   "image/jpeg") for name, (settings, _) in deployed.items()}
         for _ in range(args.warm_requests):
             for call in callers.values():
                 call()
@@ -111,11 +117,29 @@ def cpu_per_request(args, model_dir, image, work):
     return per_request, round(1000 * in_process / args.cpu_per_request, 2)
 
 
+def handler_gap_ms(settings, requests):
+    """Median over the last `requests` (sequential) requests of TorchServe's own ts_inference_latency_microseconds
+    minus the handler's PredictionTime: what TorchServe spends on a request outside inference.py. None where
+    TorchServe logs no such metric (its Prometheus mode)."""
+    logs = logs_dir(toolkit_base_dir(settings))
+    found = []
+    for name, pattern in (("ts_metrics.log", r"ts_inference_latency_microseconds\.Microseconds:([\d.]+)"),
+                          ("model_metrics.log", r"PredictionTime\.ms:([\d.]+)")):
+        path = logs / name
+        found.append([float(value) for value in re.findall(pattern, path.read_text())] if path.exists() else [])
+    latency_us, handler_ms = found
+    if min(len(latency_us), len(handler_ms)) < requests:
+        return None
+    return statistics.median(total / 1000 - handler
+                             for total, handler in zip(latency_us[-requests:], handler_ms[-requests:]))
+
+
 def serial_latency(args, model_dir, image, work):
     """{variant: latency summary} of sequential requests to each stack's TorchServe port in turn (the shim left
-    out), and of the four functions in-process between them, after --warm-requests to each."""
+    out), and of the four functions in-process between them, after --warm-requests to each; each stack's summary
+    also has TorchServe's own time outside the handler (handler_gap_ms)."""
     with deployed_side_by_side(LATENCY_VARIANTS, model_dir, work, "latency") as deployed:
-        callers = {name: invoker(state["endpoint"]["backend_url"], image, path="/invocations")
+        callers = {name: PlainPost(f"{state['endpoint']['backend_url']}/invocations", image, "image/jpeg")
                    for name, (_, state) in deployed.items()}
         predict = in_process_predictor(model_dir)
         callers["the four functions in-process"] = lambda: predict(image)
@@ -128,23 +152,10 @@ def serial_latency(args, model_dir, image, work):
                 started = time.perf_counter()
                 call()
                 samples[name].append(time.perf_counter() - started)
-    return {name: summary(values) for name, values in samples.items()}
-
-
-def invoker(url, body, path="/endpoints/dog-breeds-local/invocations"):
-    """One request (InvokeEndpoint unless `path` says otherwise) on a kept-alive connection per call; raises unless
-    it is answered 200."""
-    host, port = url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=120)
-
-    def call():
-        connection.request("POST", path, body=body, headers={"Content-Type": "image/jpeg"})
-        response = connection.getresponse()
-        answer = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"the endpoint answered {response.status}: {answer[:200]!r}")
-
-    return call
+        figures = {name: summary(values) for name, values in samples.items()}
+        for name, (settings, _) in deployed.items():
+            figures[name]["handler_gap_ms"] = handler_gap_ms(settings, args.serial_latency)
+    return figures
 
 
 def described(record):
@@ -230,7 +241,9 @@ def report_serial_latency(args, model_dir, image, work, results):
     results.update(requests=args.serial_latency, latency=serial_latency(args, model_dir, image, work),
                    load_average_at_end=os.getloadavg()[0])
     for name, figures in results["latency"].items():
-        print(f"{name}: p50 {figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms", flush=True)
+        gap = figures.get("handler_gap_ms")
+        print(f"{name}: p50 {figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms"
+              + (f"; TorchServe outside the handler, median {gap:.2f} ms" if gap is not None else ""), flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     out = BENCH_DIR / f"container_env_latency-{args.arch}-{args.image_size}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -82,10 +82,15 @@ def server_environment(settings, component):
     return env
 
 
+def toolkit_base_dir(settings):
+    """SAGEMAKER_BASE_DIR of the toolkit runtime's endpoint (its model/ and TorchServe's work/ folder)."""
+    return Path(settings.state_dir).resolve() / "endpoint-toolkit"
+
+
 def _endpoint_command(settings, runtime, backend_port):
     state_dir = Path(settings.state_dir).resolve()
     if runtime == "toolkit":   # TorchServe applies the container environment's TS_MAX_REQUEST_SIZE itself
-        where = ["--base-dir", str(state_dir / "endpoint-toolkit"), "--backend-port", str(backend_port)]
+        where = ["--base-dir", str(toolkit_base_dir(settings)), "--backend-port", str(backend_port)]
     else:
         where = ["--model-dir", str(state_dir / "endpoint-model"), "--workers", str(settings.endpoint_workers),
                  "--max-request-bytes", container_environment(settings)["TS_MAX_REQUEST_SIZE"]]

@@ -184,6 +184,11 @@ def _own_frontend(config_file):
     return retrieve
 
 
+def logs_dir(base_dir):
+    """TorchServe's log folder (LOG_LOCATION and METRICS_LOCATION) of the endpoint whose --base-dir is `base_dir`."""
+    return Path(base_dir).resolve() / "work" / "logs"
+
+
 def requirements_named(model_dir):
     """The requirement lines of the model's code/requirements.txt (comments and blank lines are not)."""
     path = Path(model_dir) / "code" / "requirements.txt"
@@ -217,7 +222,7 @@ def serve(args):
         "TS_GRPC_INFERENCE_ADDRESS": args.host, "TS_GRPC_INFERENCE_PORT": str(free_port(args.host)),
         "TS_GRPC_MANAGEMENT_ADDRESS": args.host, "TS_GRPC_MANAGEMENT_PORT": str(free_port(args.host)),
         "TMPDIR": str(work_dir), "TEMP": str(work_dir),
-        "LOG_LOCATION": str(work_dir / "logs"), "METRICS_LOCATION": str(work_dir / "logs"),
+        "LOG_LOCATION": str(logs_dir(base_dir)), "METRICS_LOCATION": str(logs_dir(base_dir)),
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),  # `torchserve`
     })
     shim = subprocess.Popen([sys.executable, "-m", "local.toolkit_endpoint", "--shim", *sys.argv[1:]])
