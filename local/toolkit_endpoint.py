@@ -184,9 +184,15 @@ def _own_frontend(config_file):
     return retrieve
 
 
+def work_dir_of(base_dir):
+    """The working folder of the endpoint whose --base-dir is `base_dir`: TorchServe's config, pid file, sockets,
+    model store and logs."""
+    return Path(base_dir).resolve() / "work"
+
+
 def logs_dir(base_dir):
     """TorchServe's log folder (LOG_LOCATION and METRICS_LOCATION) of the endpoint whose --base-dir is `base_dir`."""
-    return Path(base_dir).resolve() / "work" / "logs"
+    return work_dir_of(base_dir) / "logs"
 
 
 def requirements_named(model_dir):
@@ -201,7 +207,7 @@ def serve(args):
     from local.endpoint_server import unpack_model_archive
 
     base_dir = Path(args.base_dir).resolve()
-    work_dir = base_dir / "work"   # the previous endpoint of this state folder has been stopped: its pid file goes
+    work_dir = work_dir_of(base_dir)   # the previous endpoint of this state folder has stopped: its pid file goes
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
     model_dir = unpack_model_archive(args.archive, base_dir / "model")
