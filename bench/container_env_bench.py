@@ -37,8 +37,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-from bench.serve_bench import (BENCH_DIR, PlainPost, cpu_seconds_by_kind, in_process_predictor, photo_like_jpeg,
-                               prepare_model, summary)
+from bench.serve_bench import (BENCH_DIR, PlainPost, at_least, cpu_ms_per_request, cpu_seconds_by_kind,
+                               in_process_predictor, interleaved, photo_like_jpeg, prepare_model, summary)
 from local import stack
 from local.servers import toolkit_base_dir
 from local.toolkit_endpoint import logs_dir
@@ -112,8 +112,9 @@ def cpu_per_request(args, model_dir, image, work):
             predict(image)
             in_process += time.process_time() - started
         after = {name: cpu_seconds_by_kind(pgid) for name, pgid in groups.items()}
-    per_request = {name: {kind: round(1000 * (seconds - before[name].get(kind, 0.0)) / args.cpu_per_request, 2)
-                          for kind, seconds in after[name].items()} for name in deployed}
+    per_request = {name: {kind: round(ms, 2) for kind, ms in
+                          cpu_ms_per_request(after[name], before[name], args.cpu_per_request).items()}
+                   for name in deployed}
     return per_request, round(1000 * in_process / args.cpu_per_request, 2)
 
 
@@ -146,13 +147,7 @@ def serial_latency(args, model_dir, image, work):
         for _ in range(args.warm_requests):
             for call in callers.values():
                 call()
-        samples = {name: [] for name in callers}
-        for _ in range(args.serial_latency):
-            for name, call in callers.items():
-                started = time.perf_counter()
-                call()
-                samples[name].append(time.perf_counter() - started)
-        figures = {name: summary(values) for name, values in samples.items()}
+        figures = interleaved(callers, args.serial_latency)
         for name, (settings, _) in deployed.items():
             figures[name]["handler_gap_ms"] = handler_gap_ms(settings, args.serial_latency)
     return figures
@@ -253,15 +248,15 @@ def report_serial_latency(args, model_dir, image, work, results):
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="resnet50", help="untrained model of this arch (default resnet50)")
-    parser.add_argument("--image-size", type=int, default=224, help="default 224")
-    parser.add_argument("--clients", type=int, default=10, help="concurrent callers (default 10)")
-    parser.add_argument("--seconds", type=float, default=30, help="measurement per variant (default 30)")
-    parser.add_argument("--cpu-per-request", type=int, default=0,
+    parser.add_argument("--image-size", type=at_least(1), default=224, help="default 224")
+    parser.add_argument("--clients", type=at_least(1), default=10, help="concurrent callers (default 10)")
+    parser.add_argument("--seconds", type=at_least(1, float), default=30, help="measurement per variant (default 30)")
+    parser.add_argument("--cpu-per-request", type=at_least(0), default=0,
                         help="instead: CPU per request of CPU_VARIANTS side by side, over this many requests each")
-    parser.add_argument("--serial-latency", type=int, default=0,
+    parser.add_argument("--serial-latency", type=at_least(0), default=0,
                         help="instead: sequential latency at TorchServe's port of LATENCY_VARIANTS side by side, "
                              "over this many requests each")
-    parser.add_argument("--warm-requests", type=int, default=300,
+    parser.add_argument("--warm-requests", type=at_least(0), default=300,
                         help="requests to each stack before --cpu-per-request or --serial-latency counts (the JVM "
                              "compiles meanwhile)")
     parser.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)

@@ -189,6 +189,11 @@ def cpu_seconds_by_kind(pgid):
     return seconds
 
 
+def cpu_ms_per_request(after, before, requests):
+    """{kind: CPU milliseconds a request} between two cpu_seconds_by_kind readings `requests` requests apart."""
+    return {kind: 1000 * (seconds - before.get(kind, 0.0)) / requests for kind, seconds in after.items()}
+
+
 def own_cpu_seconds():
     usage = os.times()
     return usage.user + usage.system
@@ -240,6 +245,16 @@ def timed_calls(fn, count):
         fn()
         samples.append(time.perf_counter() - started)
     return samples
+
+
+def interleaved(calls, rounds):
+    """{name: latency summary} of `calls`, each called once a round in turn for `rounds` rounds, so that all of them
+    see the same machine load."""
+    samples = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            samples[name] += timed_calls(call, 1)
+    return {name: summary(values) for name, values in samples.items()}
 
 
 def stack_throughput(make_caller, event, clients, seconds):
@@ -336,6 +351,18 @@ def deploy_to_first_answer(settings, model_dir, archive):
 
 # ----------------------------------------------------------------------------------------------------- main
 
+def at_least(minimum, kind=int):
+    """An argparse type: a number of `kind` no smaller than `minimum` (argparse answers anything else in a line)."""
+    def parse(text):
+        value = kind(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__   # what argparse names in "invalid int value"
+    return parse
+
+
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -343,15 +370,15 @@ def get_args_parser():
                         help="model directory to serve (what `invoke deploy` serves)")
     parser.add_argument("--arch", default=None,
                         help="instead of --model-dir, build an untrained model of this arch (timings only)")
-    parser.add_argument("--image-size", type=int, default=224, help="image size of the --arch model")
-    parser.add_argument("--requests", type=int, default=100, help="sequential requests per latency figure")
-    parser.add_argument("--warm-requests", type=int, default=300,
+    parser.add_argument("--image-size", type=at_least(1), default=224, help="image size of the --arch model")
+    parser.add_argument("--requests", type=at_least(1), default=100, help="sequential requests per latency figure")
+    parser.add_argument("--warm-requests", type=at_least(0), default=300,
                         help="requests through the stack between the after-deploy and the steady-state (a) figures")
-    parser.add_argument("--clients", type=int, default=10, help="concurrent clients for the throughput figure")
-    parser.add_argument("--seconds", type=float, default=24,
+    parser.add_argument("--clients", type=at_least(1), default=10, help="concurrent clients for the throughput figure")
+    parser.add_argument("--seconds", type=at_least(1, float), default=24,
                         help="total length of each throughput measurement, split into --rounds windows")
-    parser.add_argument("--rounds", type=int, default=4, help="alternating windows per throughput measurement")
-    parser.add_argument("--workers", type=int, default=os.cpu_count(),
+    parser.add_argument("--rounds", type=at_least(1), default=4, help="alternating windows per throughput measurement")
+    parser.add_argument("--workers", type=at_least(1), default=os.cpu_count(),
                         help="the builtin runtime's worker processes (the toolkit's: one per CPU, as the image)")
     parser.add_argument("--runtimes", default="toolkit,builtin",
                         help="endpoint runtimes to measure, one after the other, printed side by side")
@@ -376,11 +403,8 @@ def prepare_model(args, work):
 
 def _latency(run, when="steady state"):
     """(a) one in-process prediction, one through the stack, alternately: both see the same machine load."""
-    in_process_samples, stack_samples = [], []
-    for _ in range(run.args.requests):
-        in_process_samples += timed_calls(lambda: run.predict(run.small), 1)
-        stack_samples += timed_calls(run.call_image, 1)
-    in_process, through_stack = summary(in_process_samples), summary(stack_samples)
+    timed = interleaved({"in_process": lambda: run.predict(run.small), "stack": run.call_image}, run.args.requests)
+    in_process, through_stack = timed["in_process"], timed["stack"]
     goal = 1.1 * in_process["p50_ms"] + 5
     figures = {"in_process": in_process, "stack": through_stack, "goal_p50_ms": goal,
                "met": through_stack["p50_ms"] <= goal}
@@ -433,11 +457,7 @@ def _hops(run):
              "stack": run.call_image}
     for call in calls.values():
         timed_calls(call, 3)
-    samples = {name: [] for name in calls}
-    for _ in range(run.args.requests):
-        for name, call in calls.items():
-            samples[name] += timed_calls(call, 1)
-    figures = {name: summary(values) for name, values in samples.items()}
+    figures = interleaved(calls, run.args.requests)
     p50 = [figures[name]["p50_ms"] for name, _ in HOPS]
     run.say("(a) hop by hop, p50 (added by the hop): " + "; ".join(
         f"{label} {value:.1f} ms" + (f" (+{value - p50[i - 1]:.1f})" if i else "")
@@ -453,16 +473,14 @@ def _cpu_per_request(run):
         return (own_cpu_seconds(), cpu_seconds_by_kind(run.state["function"]["pid"]),
                 cpu_seconds_by_kind(run.state["endpoint"]["pid"]))
 
-    def per_request(after, before):
-        return {kind: 1000 * (seconds - before.get(kind, 0.0)) / count for kind, seconds in after.items()}
-
     marks = now()
     timed_calls(run.call_image, count)
     after = now()
     mark = own_cpu_seconds()
     timed_calls(lambda: run.predict(run.small), count)
     model_cpu = own_cpu_seconds() - mark
-    by_kind = {"function": per_request(after[1], marks[1]), "endpoint": per_request(after[2], marks[2])}
+    by_kind = {"function": cpu_ms_per_request(after[1], marks[1], count),
+               "endpoint": cpu_ms_per_request(after[2], marks[2], count)}
     cpu = {"client_boto3": 1000 * (after[0] - marks[0]) / count, "function": sum(by_kind["function"].values()),
            "endpoint": sum(by_kind["endpoint"].values()), "in_process_four_functions": 1000 * model_cpu / count,
            "by_process": by_kind}
